@@ -1,0 +1,149 @@
+"""Command line: a thin shell over `bench.runner`, `bench.store` and `reports`.
+
+Every error the user can cause ends as one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bench.config import SCALES, ConfigError
+from bench.registry import UnknownNameError
+from bench.store import DEFAULT_STORE, StoreError
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _add_store(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", default=DEFAULT_STORE, metavar="PATH_OR_URL",
+                   help="result store: an SQLite file path or any SQLAlchemy URL (env BENCH_STORE sets the default)")
+
+
+def _add_settings(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="SCOPE.KEY=VALUE",
+                   help="override a setting, e.g. task.teacher_width=24, method.widths=hidden=16, train.steps=200; repeatable")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="Benchmark of methods that make speech models small: quality against FLOP/s.",
+                                     formatter_class=_Formatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("list", help="list the tasks and methods", formatter_class=_Formatter)
+
+    run = sub.add_parser("run", help="train, evaluate, measure and store candidates", formatter_class=_Formatter,
+                         epilog="Finished runs are skipped, so an interrupted command resumes where it stopped.")
+    what = run.add_argument_group("what to run")
+    what.add_argument("--task", nargs="+", default=["all"], help="task names (or all)")
+    what.add_argument("--method", nargs="+", default=["all"], help="method names (or all)")
+    what.add_argument("--seed", nargs="+", type=int, default=[0, 1, 2], help="seeds; one run per seed")
+    what.add_argument("--scale", choices=SCALES, default="small", help="data and training size: smoke (seconds), small, full")
+    _add_settings(what)
+    where = run.add_argument_group("where")
+    _add_store(where)
+    where.add_argument("--data-root", default=None, help="folder holding real corpora, for tasks that use them")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--threads", type=int, default=None, help="torch CPU threads; unset: torch's own choice")
+
+    results = sub.add_parser("results", help="print stored results", formatter_class=_Formatter)
+    results.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
+    results.add_argument("--task", default=None, help="only this task")
+    results.add_argument("--method", default=None, help="only this method")
+    _add_store(results)
+
+    profile = sub.add_parser("profile", help="per-layer complexity table of a task's model", formatter_class=_Formatter)
+    profile.add_argument("--task", required=True, help="task name")
+    profile.add_argument("--widths", default="", metavar="SLOT=N,...", help="widths to profile (default: full size)")
+    profile.add_argument("--max-depth", type=int, default=3, help="module depth shown")
+    _add_settings(profile)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except (ConfigError, StoreError, UnknownNameError) as err:
+        print(f"bench {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"bench {args.command}: interrupted; finished runs are stored and will be skipped next time", file=sys.stderr)
+        return 130
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from bench.registry import get_method_class, get_task_class, method_names, task_names
+
+    print("tasks:")
+    for name in task_names():
+        print(f"  {name:<20} {get_task_class(name).description}")
+    print("methods:")
+    for name in method_names():
+        print(f"  {name:<20} {get_method_class(name).description}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from bench.runner import plan_runs, run_all
+    from bench.store import ResultStore
+    from reports.tables import summary_frame
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    specs = plan_runs(args.task, args.method, args.seed, args.scale, args.settings, args.data_root)
+    store = ResultStore(args.store)
+    print(f"{len(specs)} run(s) -> {store.location}", file=sys.stderr)
+    outcomes = run_all(specs, store, progress=not args.quiet)
+    rows = [row for o in outcomes for row in o.rows]
+    with _wide_pandas():
+        print(summary_frame(rows).to_string(index=False))
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+    print(f"{counts['done']} run(s) done, {counts['skipped']} already done (skipped), {counts['failed']} failed; store: {store.location}")
+    return 1 if counts["failed"] else 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from bench.store import ResultStore
+    from reports.tables import rows_to_csv, rows_to_json, summary_frame
+
+    rows = ResultStore(args.store).rows(args.task, args.method)
+    if args.format == "json":
+        print(rows_to_json(rows))
+    elif args.format == "csv":
+        sys.stdout.write(rows_to_csv(rows))
+    else:
+        with _wide_pandas():
+            print(summary_frame(rows).to_string(index=False) if rows else "no results in the store")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from bench.complexity import measure, profile_table
+    from bench.config import apply_overrides, parse_set, parse_value
+    from bench.registry import get_task_class
+
+    task_cls = get_task_class(args.task)
+    overrides = {k: v for scope, k, v in parse_set(args.settings) if scope in ("task", args.task)}
+    task = task_cls(apply_overrides(task_cls.Config(), overrides, f"task {args.task}"))
+    widths = parse_value(args.widths, dict[str, int]) if args.widths else {}
+    model = task.build_model(widths)
+    example = task.example_input()
+    print(f"task {args.task}, widths {task.resolve_widths(widths)}, example input {tuple(example.shape)}")
+    print(profile_table(model, example, max_depth=args.max_depth))
+    cx = measure(model, example)
+    per = 1.0 / task.example_seconds if task.example_seconds else 1.0
+    print(f"{cx.flops * per:,.0f} {task.flops_unit}; {cx.params:,} parameters")
+    return 0
+
+
+def _wide_pandas():
+    import pandas as pd
+
+    return pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_colwidth", 60)
+
+
+_COMMANDS = {"list": cmd_list, "run": cmd_run, "results": cmd_results, "profile": cmd_profile}

@@ -1,0 +1,245 @@
+"""Plan and execute runs: every candidate of every method is trained (where asked),
+evaluated, measured and stored here, the same way for all methods.
+
+A run is one (task, method, resolved config, seed); its key is stable, so re-running skips
+runs that finished and redoes runs that crashed or failed.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any, Iterable
+
+from tqdm.auto import tqdm
+
+from bench import provenance
+from bench.checkpoint import save_candidate
+from bench.complexity import measure
+from bench.config import SCALES, ConfigError, TrainRecipe, apply_overrides, config_hash, field_names, parse_set, to_dict
+from bench.latency import cpu_latency_ms
+from bench.registry import get_method_class, get_task_class, method_names, task_names
+from bench.store import ResultStore
+from bench.training import seed_everything
+from methods.base import Candidate, RunContext
+
+DEFAULT_SEEDS = (0, 1, 2)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines one run; its `run_key` identifies it in the store."""
+
+    task: str
+    method: str
+    seed: int
+    scale: str
+    task_config: Any  # the task's Config dataclass, overrides applied
+    method_config: Any  # the method's Config dataclass, overrides applied (one knob value)
+    recipe: TrainRecipe  # the task's recipe at this scale, overrides applied
+    data_root: str | None = None  # where real corpora live (not part of the key)
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        return {
+            "task": {"name": self.task, **to_dict(self.task_config)},
+            "method": {"name": self.method, **to_dict(self.method_config)},
+            "train": to_dict(self.recipe),
+            "scale": self.scale,
+        }
+
+    @cached_property
+    def config_hash(self) -> str:
+        return config_hash(self.config)
+
+    @property
+    def run_key(self) -> str:
+        return f"{self.task}/{self.method}/{self.config_hash}/seed{self.seed}"
+
+    def build_task(self):
+        return get_task_class(self.task)(self.task_config, scale=self.scale, data_root=self.data_root)
+
+    def build_method(self):
+        return get_method_class(self.method)(self.method_config)
+
+
+@dataclass
+class RunOutcome:
+    spec: RunSpec
+    status: str  # done | skipped (finished earlier) | failed
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    reason: str | None = None
+
+
+def _expand(names: Iterable[str], valid: list[str], kind: str) -> list[str]:
+    out: list[str] = []
+    for name in names:
+        for part in name.split(","):
+            part = part.strip()
+            if part == "all":
+                out.extend(valid)
+            elif part not in valid:
+                raise ConfigError(f"unknown {kind} {part!r}; choose from: {', '.join(valid)} (or all)")
+            else:
+                out.append(part)
+    return list(dict.fromkeys(out))
+
+
+def _scoped(overrides: list[tuple[str, str, str]], generic: str, name: str, config_cls: type) -> dict[str, str]:
+    """Overrides aimed at `name`: its own scope always, the generic scope where the key exists."""
+    keys = set(field_names(config_cls))
+    chosen = {k: v for scope, k, v in overrides if scope == generic and k in keys}
+    chosen.update({k: v for scope, k, v in overrides if scope == name})
+    return chosen
+
+
+def plan_runs(
+    tasks: Iterable[str],
+    methods: Iterable[str],
+    seeds: Iterable[int] = DEFAULT_SEEDS,
+    scale: str = "small",
+    settings: list[str] | None = None,
+    data_root: str | None = None,
+) -> list[RunSpec]:
+    """Resolve names and `--set` strings into run specs; every setting is checked here,
+    before any training, and raises `ConfigError` with a one-line message if wrong."""
+    if scale not in SCALES:
+        raise ConfigError(f"unknown scale {scale!r}; choose from: {', '.join(SCALES)}")
+    task_list = _expand(tasks, task_names(), "task")
+    method_list = _expand(methods, method_names(), "method")
+    seeds = list(dict.fromkeys(int(s) for s in seeds))
+    overrides = parse_set(settings)
+    _check_scopes(overrides, task_list, method_list)
+
+    specs: list[RunSpec] = []
+    for task_name in task_list:
+        task_cls = get_task_class(task_name)
+        task_config = apply_overrides(task_cls.Config(), _scoped(overrides, "task", task_name, task_cls.Config), f"task {task_name}")
+        task = task_cls(task_config, scale=scale, data_root=data_root)
+        recipe = apply_overrides(task.recipe(), {k: v for s, k, v in overrides if s == "train"}, f"train (task {task_name})")
+        for method_name in method_list:
+            method_cls = get_method_class(method_name)
+            method_config = apply_overrides(method_cls.Config(), _scoped(overrides, "method", method_name, method_cls.Config), f"method {method_name}")
+            method_cls(method_config).validate(task)
+            for one in _knob_values(method_cls, method_config):
+                for seed in seeds:
+                    specs.append(RunSpec(task_name, method_name, seed, scale, task_config, one, recipe, data_root))
+    return specs
+
+
+def _check_scopes(overrides: list[tuple[str, str, str]], tasks: list[str], methods: list[str]) -> None:
+    scopes = {"task": tasks, "method": methods}
+    for scope, key, _ in overrides:
+        if scope == "train":
+            if key not in field_names(TrainRecipe):
+                raise ConfigError(f"unknown setting train.{key}; valid: {', '.join(field_names(TrainRecipe))}")
+        elif scope in scopes:
+            owners = [n for n in scopes[scope] if key in field_names((get_task_class if scope == "task" else get_method_class)(n).Config)]
+            if not owners:
+                valid = sorted({f for n in scopes[scope] for f in field_names((get_task_class if scope == "task" else get_method_class)(n).Config)})
+                raise ConfigError(f"unknown setting {scope}.{key} for {', '.join(scopes[scope])}; valid: {', '.join(valid) or '(none)'}")
+        elif scope not in tasks and scope not in methods:
+            raise ConfigError(f"unknown scope {scope!r} in --set {scope}.{key}; use task., method., train. or a selected task or method name")
+
+
+def _knob_values(method_cls: type, config: Any) -> list[Any]:
+    """One config per knob value (a one-element list each), so each value is its own run."""
+    if method_cls.knob is None:
+        return [config]
+    values = getattr(config, method_cls.knob)
+    return [replace(config, **{method_cls.knob: [v]}) for v in values]
+
+
+def execute(spec: RunSpec, store: ResultStore, progress: bool = True) -> RunOutcome:
+    """Run one spec unless the store has it finished; store its rows and final status."""
+    if store.run_status(spec.run_key) == "ok":
+        return RunOutcome(spec, "skipped", store.rows(run_key=spec.run_key))
+    store.start_run(spec.run_key, spec.task, spec.method, spec.config_hash, spec.seed)
+    seed_everything(spec.seed)
+    start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    status, reason = "done", None
+    try:
+        task, method = spec.build_task(), spec.build_method()
+        ctx = RunContext(task=task, seed=spec.seed, recipe=spec.recipe, progress=progress)
+        for index, candidate in enumerate(method.candidates(ctx)):
+            rows.append(_finish_candidate(spec, store, ctx, index, candidate))
+    except Exception as err:  # a failed run is stored with its reason; the others go on
+        status, reason = "failed", _one_line(err)
+        rows.append({**_base_row(spec), "status": "failed", "reason": reason})
+    store.finish_run(spec.run_key, rows, "ok" if status == "done" else "failed", reason, time.perf_counter() - start)
+    return RunOutcome(spec, status, rows, reason)
+
+
+def _finish_candidate(spec: RunSpec, store: ResultStore, ctx: RunContext, index: int, cand: Candidate) -> dict[str, Any]:
+    task, model, info = ctx.task, cand.model, dict(cand.info)
+    train_seconds = cand.train_seconds
+    if cand.needs_training:
+        report = ctx.train(model, desc=f"{spec.task}/{spec.method} {cand.label}".strip())
+        train_seconds += report.seconds
+        info.update(final_train_loss=report.final_loss, loss_curve=report.loss_curve)
+    model.eval()
+    evaluation = task.evaluate(model)
+    if not math.isfinite(evaluation.error):
+        raise FloatingPointError(f"evaluation of candidate {cand.label or index} gave error {evaluation.error}")
+    example = task.example_input()
+    cx = measure(model, example)
+    per = 1.0 / task.example_seconds if task.example_seconds else 1.0
+    relpath = f"{spec.run_key}/candidate{index}.pt"
+    save_candidate(store.models_dir / relpath, model, task=spec.task, task_config=to_dict(spec.task_config), widths=cand.widths,
+                   meta={"method": spec.method, "label": cand.label, "seed": spec.seed, "config": spec.config})
+    return {
+        **_base_row(spec),
+        "candidate": index,
+        "label": cand.label,
+        "status": "ok",
+        "widths": dict(cand.widths),
+        "params": cx.params,
+        "nonzero_params": cx.nonzero_params,
+        "macs": cx.macs,
+        "flops": cx.flops * per,
+        "nonzero_flops": cx.nonzero_flops * per,
+        "flops_unit": task.flops_unit,
+        "uncounted_ops": list(cx.uncounted),
+        "metric": task.metric,
+        "error": evaluation.error,
+        "breakdowns": evaluation.breakdowns,
+        "secondary": evaluation.secondary,
+        "train_seconds": train_seconds,
+        "search_seconds": train_seconds + cand.search_seconds,
+        "latency_ms": cpu_latency_ms(model, example),
+        "model_path": relpath,
+        "info": info,
+    }
+
+
+def _base_row(spec: RunSpec) -> dict[str, Any]:
+    return {
+        "task": spec.task,
+        "method": spec.method,
+        "seed": spec.seed,
+        "config_hash": spec.config_hash,
+        "scale": spec.scale,
+        "task_config": spec.config["task"],
+        "method_config": spec.config["method"],
+        "config": {**spec.config, "seed": spec.seed},
+        "versions": provenance.versions(),
+        "git_rev": provenance.git_revision(),
+        "machine": provenance.machine(),
+    }
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def run_all(specs: list[RunSpec], store: ResultStore, progress: bool = True) -> list[RunOutcome]:
+    """Execute specs in order with a progress bar over runs; failures do not stop the rest."""
+    outcomes = []
+    bar = tqdm(specs, desc="runs", unit="run", disable=not progress or None, dynamic_ncols=True)
+    for spec in bar:
+        bar.set_postfix_str(f"{spec.task}/{spec.method} seed {spec.seed}")
+        outcomes.append(execute(spec, store, progress=progress))
+    return outcomes

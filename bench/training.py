@@ -1,0 +1,105 @@
+"""The one training loop every method uses, with a fixed, small set of hooks.
+
+Methods that change training (noise injection, gates, pruning) plug in through
+`TrainingHooks`; the loop, optimiser and schedule come from the task's `TrainRecipe`, so
+all methods train the same way.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from itertools import cycle
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from bench.config import TrainRecipe
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the run is stored as failed."""
+
+
+class TrainingHooks:
+    """Hooks a method may override; each has a fixed signature and a no-op default."""
+
+    def parameters(self, model: nn.Module) -> list[dict[str, Any]] | None:
+        """Optimiser parameter groups, or None for all of `model.parameters()`."""
+        return None
+
+    def extra_loss(self, model: nn.Module, step: int) -> torch.Tensor | None:
+        """A term added to the task loss at `step` (e.g. a FLOP/s penalty), or None."""
+        return None
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        """Called after each optimiser step (e.g. to clamp parameters or log a trajectory)."""
+
+
+@dataclass
+class TrainReport:
+    steps: int  # optimiser steps taken
+    seconds: float  # wall-clock training time
+    final_loss: float  # mean task loss over the last 10% of steps
+    loss_curve: list[float] = field(default_factory=list)  # mean task loss per 5% of training
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def train(
+    task: Any,
+    model: nn.Module,
+    seed: int,
+    recipe: TrainRecipe | None = None,
+    hooks: TrainingHooks | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> TrainReport:
+    """Train `model` in place on `task`'s training split; raise `NonFiniteLossError` on NaN/inf."""
+    recipe = recipe or task.recipe()
+    hooks = hooks or TrainingHooks()
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(task.dataset("train"), batch_size=recipe.batch_size, shuffle=True, drop_last=True, generator=generator)
+    if len(loader) == 0:
+        raise ValueError(f"training split of {task.name} has fewer examples than batch_size={recipe.batch_size}")
+    params = hooks.parameters(model) or model.parameters()
+    optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / recipe.steps)))
+    model.train()
+    losses: list[float] = []
+    start = time.perf_counter()
+    batches = cycle(loader)
+    bar = tqdm(range(recipe.steps), desc=desc, leave=False, disable=not progress or None, dynamic_ncols=True)
+    for step in bar:
+        loss = task.loss(model, next(batches))
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"training loss became {loss.item()} at step {step} (try a lower train.lr)")
+        losses.append(loss.item())
+        extra = hooks.extra_loss(model, step)
+        total = loss if extra is None else loss + extra
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if recipe.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        optimizer.step()
+        schedule.step()
+        hooks.after_step(model, step)
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4g}")
+    seconds = time.perf_counter() - start
+    model.eval()
+    chunk = max(1, len(losses) // 20)
+    curve = [sum(losses[i : i + chunk]) / len(losses[i : i + chunk]) for i in range(0, len(losses), chunk)]
+    tail = losses[-max(1, len(losses) // 10) :]
+    return TrainReport(steps=recipe.steps, seconds=seconds, final_loss=sum(tail) / len(tail), loss_curve=curve)

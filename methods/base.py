@@ -1,0 +1,67 @@
+"""The method interface: given a task, a seed and a training budget, yield candidates.
+
+A candidate is a plain `nn.Module` at its final widths. The runner, not the method, trains
+it (when `needs_training`), evaluates it, measures it with the one complexity counter and
+stores it, so every method is measured the same way. A method that trains by itself
+(noise injection, gates, pruning) calls `RunContext.train`, the shared loop, with its hooks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterator
+
+from torch import nn
+
+from bench.config import TrainRecipe
+from bench.training import TrainingHooks, TrainReport
+
+
+@dataclass
+class Candidate:
+    """One model a method proposes."""
+
+    model: nn.Module  # plain module at its final widths, no method-specific parts left
+    widths: dict[str, int]  # slot name → width, so the task can rebuild the model
+    label: str = ""  # short name of the knob setting, e.g. "kappa_min=0.25"
+    needs_training: bool = False  # True: the runner trains it with the task's recipe
+    train_seconds: float = 0.0  # training the method already spent on this model
+    search_seconds: float = 0.0  # cost beyond that: pre-training, fine-tuning, search trials
+    info: dict[str, Any] = field(default_factory=dict)  # anything the method records (JSON-able)
+
+
+@dataclass
+class RunContext:
+    """What a method gets for one run."""
+
+    task: Any  # a tasks.base.Task
+    seed: int
+    recipe: TrainRecipe  # the task's recipe after command-line overrides
+    progress: bool = True
+    _train: Callable[..., TrainReport] | None = None
+
+    def train(self, model: nn.Module, hooks: TrainingHooks | None = None, recipe: TrainRecipe | None = None, desc: str = "train") -> TrainReport:
+        """Train `model` in place with the shared loop (the run's recipe unless one is given)."""
+        from bench.training import train
+
+        return train(self.task, model, self.seed, recipe or self.recipe, hooks=hooks, progress=self.progress, desc=desc)
+
+
+class Method:
+    """Base class of every method; subclasses register with `@register_method(name)`."""
+
+    name: ClassVar[str]  # set by @register_method
+    description: ClassVar[str] = ""  # one line for `bench list`
+    Config: ClassVar[type]  # dataclass of the method's settings (`--set method.KEY=VALUE`)
+    # Name of a list-valued Config field whose values are independent settings (e.g.
+    # kappa_min): the runner makes one run per value, so each is resumed and scheduled alone.
+    knob: ClassVar[str | None] = None
+
+    def __init__(self, config: Any | None = None):
+        self.config = config if config is not None else self.Config()
+
+    def validate(self, task: Any) -> None:
+        """Reject settings that cannot work on `task` (raise `ConfigError`) before any training."""
+
+    def candidates(self, ctx: RunContext) -> Iterator[Candidate]:
+        """Yield the candidates of one run."""
+        raise NotImplementedError

@@ -1,0 +1,27 @@
+"""The dense baseline: the task's model trained at fixed widths (full width by default)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from bench.registry import register_method
+from methods.base import Candidate, Method, RunContext
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    widths: dict[str, int] = field(default_factory=dict)  # slot=width to fix; missing slots at full width
+
+
+@register_method("baseline")
+class Baseline(Method):
+    description = "train the task's model at fixed widths (full width unless method.widths is set)"
+    Config = BaselineConfig
+
+    def validate(self, task) -> None:
+        task.resolve_widths(self.config.widths)
+
+    def candidates(self, ctx: RunContext) -> Iterator[Candidate]:
+        widths = ctx.task.resolve_widths(self.config.widths)
+        label = "dense" if widths == ctx.task.width_slots() else ",".join(f"{k}={v}" for k, v in widths.items())
+        yield Candidate(model=ctx.task.build_model(widths), widths=widths, label=label, needs_training=True)

@@ -1,0 +1,94 @@
+"""The task interface: a model family parameterised by named widths, its data, loss and metric.
+
+A task is everything a method needs to know about a problem, and nothing about how to
+shrink it. Width *slots* are the sizes a method may change (hidden units, channels, mel
+bands, ...); `build_model(widths)` builds the family member at those widths, so a
+compacted candidate is rebuilt from its widths alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from bench.config import ConfigError, TrainRecipe
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What `Task.evaluate` returns: the primary error (lower is better) and its breakdowns."""
+
+    error: float  # the task's primary metric (e.g. EER in %, normalised MSE); lower is better
+    breakdowns: dict[str, float] = field(default_factory=dict)  # same metric per group, e.g. per SNR range
+    secondary: dict[str, float] = field(default_factory=dict)  # other metrics (AUC, ...)
+
+
+class Task:
+    """Base class of every task; subclasses register with `@register_task(name)`.
+
+    Subclasses set `description`, `Config`, `metric`, `example_seconds`, and implement
+    `width_slots`, `build_model`, `recipe`, `dataset`, `loss` and `evaluate`.
+    """
+
+    name: ClassVar[str]  # set by @register_task
+    description: ClassVar[str] = ""  # one line for `bench list`
+    Config: ClassVar[type]  # dataclass of the task's settings (`--set task.KEY=VALUE`)
+    metric: ClassVar[str] = "error"  # name of the primary error metric, for tables and plots
+    # Seconds of audio in `example_input()`: FLOPs are divided by it to give FLOP/s.
+    # None for tasks whose input is not audio (FLOPs are then per example).
+    example_seconds: ClassVar[float | None] = None
+
+    def __init__(self, config: Any | None = None, scale: str = "small", data_root: str | Path | None = None):
+        self.config = config if config is not None else self.Config()
+        self.scale = scale
+        self.data_root = Path(data_root) if data_root else None
+
+    # --- the model family -------------------------------------------------------------
+    def width_slots(self) -> dict[str, int]:
+        """Slot name → full (largest) width, in the order the model uses them."""
+        raise NotImplementedError
+
+    def build_model(self, widths: Mapping[str, int] | None = None) -> nn.Module:
+        """A fresh model at `widths` (missing slots at full width); a plain `nn.Module`."""
+        raise NotImplementedError
+
+    def resolve_widths(self, widths: Mapping[str, int] | None = None) -> dict[str, int]:
+        """Fill missing slots with full widths and reject unknown slots or out-of-range values."""
+        full = self.width_slots()
+        widths = dict(widths or {})
+        unknown = sorted(set(widths) - set(full))
+        if unknown:
+            raise ConfigError(f"unknown width slot {unknown[0]!r} for task {self.name}; slots: {', '.join(full)}")
+        for slot, value in widths.items():
+            if not isinstance(value, int) or not 1 <= value <= full[slot]:
+                raise ConfigError(f"width {slot}={value!r} for task {self.name} must be an integer in [1, {full[slot]}]")
+        return {slot: widths.get(slot, n) for slot, n in full.items()}
+
+    # --- data, training and evaluation ---------------------------------------------------
+    def recipe(self) -> TrainRecipe:
+        """The training recipe at this task's scale; every method trains with it."""
+        raise NotImplementedError
+
+    def dataset(self, split: str) -> Dataset:
+        """The ``train``, ``val`` or ``test`` split; items are whatever `loss` takes batched."""
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        """Scalar training loss of `model` on one batch of `dataset("train")`."""
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, split: str = "test") -> Evaluation:
+        """Primary error and breakdowns of `model` (in eval mode) on `split`."""
+        raise NotImplementedError
+
+    def example_input(self) -> torch.Tensor:
+        """The input every complexity measurement uses: one second of audio, or one example."""
+        raise NotImplementedError
+
+    @property
+    def flops_unit(self) -> str:
+        return "FLOP/s (per second of audio)" if self.example_seconds else "FLOPs per example"
