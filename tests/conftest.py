@@ -1,0 +1,6 @@
+import pytest
+
+
+@pytest.fixture
+def store_path(tmp_path):
+    return str(tmp_path / "results.db")

@@ -1,0 +1,167 @@
+"""The run path: train, evaluate, measure, store; resume; failures stored, others go on."""
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import bench.training
+from bench import registry
+from bench.checkpoint import load_candidate
+from bench.cli import main
+from bench.store import ResultStore
+from methods.base import Method
+from tasks.synthetic import SyntheticTask
+
+SMOKE = ["--task", "synthetic", "--scale", "smoke", "--quiet"]
+
+
+def test_run_trains_stores_and_reruns_without_training(store_path, capsys, monkeypatch):
+    assert main(["run", *SMOKE, "--method", "baseline", "--seed", "0", "--store", store_path]) == 0
+    out = capsys.readouterr().out
+    assert "1 run(s) done" in out and "synthetic" in out
+    rows = ResultStore(store_path).rows()
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["status"] == "ok" and row["widths"] == {"hidden": 64}
+    # 16->64 Linear, tanh, 64->4 Linear: MACs by hand.
+    assert row["macs"] == 16 * 64 + 64 + 64 * 4 and row["flops"] == 2 * row["macs"]
+    assert row["params"] == 16 * 64 + 64 + 64 * 4 + 4
+    assert 0 < row["error"] < 0.5 and row["train_seconds"] > 0 and row["latency_ms"] > 0
+    assert row["uncounted_ops"] == [] and row["git_rev"] and row["versions"]["torch"].startswith("2.")
+    assert row["config"]["seed"] == 0 and row["config"]["train"]["steps"] > 0
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(bench.training, "train", no_training)
+    assert main(["run", *SMOKE, "--method", "baseline", "--seed", "0", "--store", store_path]) == 0
+    assert "0 run(s) done, 1 already done (skipped)" in capsys.readouterr().out
+    assert len(ResultStore(store_path).rows()) == 1
+
+
+def test_saved_candidate_rebuilds_with_one_call_and_scores_the_same(store_path):
+    main(["run", *SMOKE, "--method", "baseline", "--seed", "1", "--set", "method.widths=hidden=8", "--store", store_path])
+    store = ResultStore(store_path)
+    row = store.rows()[0]
+    model, info = load_candidate(store.models_dir / row["model_path"])
+    assert info["widths"] == {"hidden": 8} and model[0].out_features == 8
+    task = SyntheticTask(SyntheticTask.Config(**info["task_config"]), scale="smoke")
+    assert task.evaluate(model).error == pytest.approx(row["error"], rel=1e-6)
+
+
+def test_interrupted_run_is_redone_and_finished_ones_are_kept(store_path, monkeypatch):
+    calls = []
+    real_train = bench.training.train
+
+    def interrupt_second_run(task, model, seed, *a, **k):
+        calls.append(seed)
+        if seed == 1:
+            raise KeyboardInterrupt
+        return real_train(task, model, seed, *a, **k)
+
+    monkeypatch.setattr(bench.training, "train", interrupt_second_run)
+    assert main(["run", *SMOKE, "--method", "baseline", "--seed", "0", "1", "--store", store_path]) == 130
+    store = ResultStore(store_path)
+    assert [r["seed"] for r in store.rows()] == [0]  # the killed run left no half-written row
+    monkeypatch.setattr(bench.training, "train", real_train)
+    assert main(["run", *SMOKE, "--method", "baseline", "--seed", "0", "1", "--store", store_path]) == 0
+    assert sorted(r["seed"] for r in store.rows()) == [0, 1]
+
+
+def test_nan_loss_is_stored_as_failed_with_its_reason(store_path, monkeypatch, capsys):
+    monkeypatch.setattr(SyntheticTask, "loss", lambda self, model, batch: model(batch[0]).sum() * math.nan)
+    assert main(["run", *SMOKE, "--method", "baseline", "--seed", "0", "--store", store_path]) == 1
+    (row,) = ResultStore(store_path).rows()
+    assert row["status"] == "failed" and "NonFiniteLossError" in row["reason"] and "nan" in row["reason"]
+    assert "failed" in capsys.readouterr().out
+
+
+class Broken(Method):
+    name = "broken"
+    description = "raises"
+    Config = SyntheticTask.Config  # any dataclass
+
+    def candidates(self, ctx):
+        raise RuntimeError("boom\nsecond line")
+
+
+def test_a_failing_method_does_not_stop_the_others(store_path, monkeypatch):
+    monkeypatch.setitem(registry._METHODS, "broken", Broken)
+    assert main(["run", *SMOKE, "--method", "broken", "baseline", "--seed", "0", "--store", store_path]) == 1
+    rows = {r["method"]: r for r in ResultStore(store_path).rows()}
+    assert rows["broken"]["status"] == "failed" and rows["broken"]["reason"] == "RuntimeError: boom"
+    assert rows["baseline"]["status"] == "ok"
+    # A failed run is retried next time; the finished one is not.
+    monkeypatch.setattr(Broken, "candidates", lambda self, ctx: iter(()))
+    main(["run", *SMOKE, "--method", "broken", "baseline", "--seed", "0", "--store", store_path])
+    assert "broken" not in {r["method"] for r in ResultStore(store_path).rows()}
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["run", "--task", "nope"], "unknown task 'nope'; choose from: synthetic"),
+    (["run", "--task", "synthetic", "--method", "nope"], "unknown method 'nope'; choose from: baseline"),
+    (["run", "--task", "synthetic", "--set", "task.nope=1"], "unknown setting task.nope"),
+    (["run", "--task", "synthetic", "--set", "train.steps=many"], "bad value 'many' for steps"),
+    (["run", "--task", "synthetic", "--set", "method.widths=hidden=0"], "must be an integer in [1, 64]"),
+    (["run", "--task", "synthetic", "--set", "method.widths=nope=3"], "unknown width slot 'nope'"),
+    (["run", "--task", "synthetic", "--set", "task.teacher_width=0"], "teacher_width must be >= 1"),
+    (["profile", "--task", "nope"], "unknown task"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(argv, message, store_path, capsys):
+    assert main([*argv, "--store", store_path] if argv[0] == "run" else argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert ResultStore(store_path).rows() == []
+
+
+def test_unwritable_store_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    assert main(["run", *SMOKE, "--method", "baseline", "--store", str(tmp_path / "afile" / "r.db")]) == 2
+    assert "cannot create store folder" in capsys.readouterr().err
+
+
+def test_results_json_and_csv(store_path, capsys):
+    main(["run", *SMOKE, "--method", "baseline", "--seed", "0", "--store", store_path])
+    capsys.readouterr()
+    assert main(["results", "--format", "json", "--task", "synthetic", "--method", "baseline", "--store", store_path]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    for key in ("task", "method", "seed", "status", "widths", "params", "flops", "error", "breakdowns", "metric"):
+        assert key in row
+    assert set(row["breakdowns"]) == {"output_0", "output_1", "output_2", "output_3"}
+    assert main(["results", "--format", "csv", "--method", "other", "--store", store_path]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("id,run_key,task,method")
+
+
+def test_task_setting_changes_the_run_key(store_path):
+    main(["run", *SMOKE, "--method", "baseline", "--seed", "0", "--set", "train.steps=50", "--store", store_path])
+    main(["run", *SMOKE, "--method", "baseline", "--seed", "0", "--set", "train.steps=50", "--set", "task.teacher_width=24", "--store", store_path])
+    rows = ResultStore(store_path).rows()
+    assert len({r["config_hash"] for r in rows}) == 2
+    assert [r["task_config"]["teacher_width"] for r in rows] == [12, 24]
+
+
+def test_profile_prints_a_per_layer_table(capsys):
+    assert main(["profile", "--task", "synthetic", "--widths", "hidden=8"]) == 0
+    out = capsys.readouterr().out
+    assert "FLOPs = 2 x MACs" in out and "Linear" in out and "uncounted operators: none" in out
+    assert f"{2 * (16 * 8 + 8 + 8 * 4):,} FLOPs per example" in out
+
+
+def test_module_entry_point_runs():
+    proc = subprocess.run([sys.executable, "-m", "bench", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "run" in proc.stdout and "results" in proc.stdout
+
+
+def test_narrower_than_teacher_fits_worse():
+    """The synthetic task's premise: below the teacher's width the error rises."""
+    task = SyntheticTask(scale="smoke")
+    errors = {}
+    for width in (3, 64):
+        torch.manual_seed(0)
+        model = task.build_model({"hidden": width})
+        bench.training.train(task, model, seed=0, progress=False)
+        errors[width] = task.evaluate(model).error
+    assert errors[3] > 1.5 * errors[64]
