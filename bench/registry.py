@@ -13,7 +13,8 @@ from typing import Callable, TypeVar
 
 T = TypeVar("T")
 
-# Modules in the plug-in packages that hold shared code, not a task or method.
+# Modules in the plug-in packages that hold shared code, not a task or method; shared code
+# may also live in sub-packages (e.g. ``tasks/speech/``) or modules starting with "_".
 _NOT_PLUGINS = {"base"}
 
 _TASKS: dict[str, type] = {}
@@ -52,7 +53,9 @@ def register_method(name: str) -> Callable[[type[T]], type[T]]:
 def plugin_modules(package: str) -> list[str]:
     """Names of the modules of `package` (``tasks`` or ``methods``) that define plug-ins."""
     pkg = importlib.import_module(package)
-    return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if m.name not in _NOT_PLUGINS and not m.name.startswith("_"))
+    return sorted(
+        m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.ispkg and m.name not in _NOT_PLUGINS and not m.name.startswith("_")
+    )
 
 
 def discover() -> None:

@@ -106,6 +106,7 @@ def plan_runs(
     before any training, and raises `ConfigError` with a one-line message if wrong."""
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r}; choose from: {', '.join(SCALES)}")
+    methods_given = {part.strip() for name in methods for part in name.split(",")}
     task_list = _expand(tasks, task_names(), "task")
     method_list = _expand(methods, method_names(), "method")
     seeds = list(dict.fromkeys(int(s) for s in seeds))
@@ -121,7 +122,12 @@ def plan_runs(
         for method_name in method_list:
             method_cls = get_method_class(method_name)
             method_config = apply_overrides(method_cls.Config(), _scoped(overrides, "method", method_name, method_cls.Config), f"method {method_name}")
-            method_cls(method_config).validate(task)
+            method = method_cls(method_config)
+            if not method.applies_to(task):
+                if "all" in methods_given:
+                    continue
+                raise ConfigError(f"method {method_name} does not apply to task {task_name}")
+            method.validate(task)
             for one in _knob_values(method_cls, method_config):
                 for seed in seeds:
                     specs.append(RunSpec(task_name, method_name, seed, scale, task_config, one, recipe, data_root))

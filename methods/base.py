@@ -59,6 +59,11 @@ class Method:
     def __init__(self, config: Any | None = None):
         self.config = config if config is not None else self.Config()
 
+    def applies_to(self, task: Any) -> bool:
+        """False where the method makes no sense for `task` (e.g. a VAD reference on another
+        task): `--method all` then leaves the pair out, and naming it is an error."""
+        return True
+
     def validate(self, task: Any) -> None:
         """Reject settings that cannot work on `task` (raise `ConfigError`) before any training."""
 

@@ -9,13 +9,44 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from bench.config import ConfigError, TrainRecipe
+
+
+class WidthMask(nn.Module):
+    """Marks where the features of width slot `slot` leave their producer (along `dim`).
+
+    Identity in the dense model, so tasks declare slots once and every method derives its
+    model from the same definition: a width-learning method binds `transform(x, mask)` to
+    mask, gate or add noise to those features. Put a mask where consumers read the
+    features (after the activation), so zeroing a feature is the same as removing it; all
+    masks of one slot share its width (e.g. every block output of a residual stage).
+    """
+
+    def __init__(self, slot: str, dim: int = -1):
+        super().__init__()
+        self.slot, self.dim = slot, dim
+        self.transform: Callable[[torch.Tensor, "WidthMask"], torch.Tensor] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.transform is None else self.transform(x, self)
+
+    def extra_repr(self) -> str:
+        return f"slot={self.slot!r}, dim={self.dim}"
+
+
+def width_masks(model: nn.Module) -> dict[str, list[WidthMask]]:
+    """Slot name → the model's masks of that slot, in module order."""
+    found: dict[str, list[WidthMask]] = {}
+    for module in model.modules():
+        if isinstance(module, WidthMask):
+            found.setdefault(module.slot, []).append(module)
+    return found
 
 
 @dataclass(frozen=True)
@@ -53,7 +84,8 @@ class Task:
         raise NotImplementedError
 
     def build_model(self, widths: Mapping[str, int] | None = None) -> nn.Module:
-        """A fresh model at `widths` (missing slots at full width); a plain `nn.Module`."""
+        """A fresh model at `widths` (missing slots at full width); a plain `nn.Module`
+        with a `WidthMask` after each producer of a slot's features."""
         raise NotImplementedError
 
     def resolve_widths(self, widths: Mapping[str, int] | None = None) -> dict[str, int]:

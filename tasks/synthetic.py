@@ -16,7 +16,7 @@ from torch.utils.data import TensorDataset
 
 from bench.config import TrainRecipe
 from bench.registry import register_task
-from tasks.base import Evaluation, Task
+from tasks.base import Evaluation, Task, WidthMask
 
 # Examples per split and training steps per scale: smoke is for tests (seconds).
 _SIZES = {"smoke": (2048, 512), "small": (8192, 2048), "full": (32768, 8192)}
@@ -43,7 +43,7 @@ class SyntheticConfig:
 
 
 def mlp(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_features, hidden), nn.Tanh(), nn.Linear(hidden, out_features))
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.Tanh(), WidthMask("hidden"), nn.Linear(hidden, out_features))
 
 
 @register_task("synthetic")
@@ -73,7 +73,7 @@ class SyntheticTask(Task):
         g = torch.Generator().manual_seed(c.data_seed)
         teacher = mlp(c.in_features, c.teacher_width, c.out_features)
         with torch.no_grad():
-            first, last = teacher[0], teacher[2]
+            first, last = teacher[0], teacher[-1]
             first.weight.copy_(torch.randn(c.teacher_width, c.in_features, generator=g) * c.teacher_gain / c.in_features**0.5)
             first.bias.copy_(torch.randn(c.teacher_width, generator=g) * 0.5)
             last.weight.copy_(torch.randn(c.out_features, c.teacher_width, generator=g) / c.teacher_width**0.5)

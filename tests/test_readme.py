@@ -17,7 +17,7 @@ def test_quick_start_has_two_commands_and_ci_runs_the_test_one():
     main_job, tests = commands
     assert "python -m bench run --method all" in main_job and "pytest" in tests
     ci = [l.strip() for l in (ROOT / ".ci" / "run").read_text().splitlines() if l.strip() and not l.startswith(("#", "set ", "cd "))]
-    assert ci == [tests]
+    assert ci[-1] == tests  # earlier lines may only prepare the machine (e.g. install a browser)
 
 
 def test_both_commands_install_through_the_constraints_file():

@@ -9,14 +9,14 @@ from bench.cli import main
 from bench.complexity import measure
 
 
-def test_registries_list_exactly_the_modules_present():
-    # One module, one registered name, equal to the module's name: nothing unregistered, nothing extra.
-    assert registry.task_names() == registry.plugin_modules("tasks")
-    assert registry.method_names() == registry.plugin_modules("methods")
-    for name in registry.task_names():
-        assert registry.get_task_class(name).__module__ == f"tasks.{name}"
-    for name in registry.method_names():
-        assert registry.get_method_class(name).__module__ == f"methods.{name}"
+@pytest.mark.parametrize("package,names,get", [
+    ("tasks", registry.task_names, registry.get_task_class),
+    ("methods", registry.method_names, registry.get_method_class),
+])
+def test_registries_list_exactly_the_modules_present(package, names, get):
+    # Each plug-in module registers exactly one name: nothing unregistered, nothing extra.
+    modules = [get(name).__module__ for name in names()]
+    assert sorted(modules) == [f"{package}.{m}" for m in registry.plugin_modules(package)]
 
 
 def test_registering_a_name_twice_is_an_error():
@@ -65,3 +65,24 @@ def test_every_method_has_a_config_and_a_description(name):
     assert dataclasses.is_dataclass(cls.Config) and cls.description
     if cls.knob is not None:
         assert isinstance(getattr(cls.Config(), cls.knob), list)
+
+
+@pytest.mark.parametrize("name", registry.task_names())
+def test_every_slot_is_marked_by_width_masks_that_act_on_its_features(name):
+    from tasks.base import width_masks
+
+    task = registry.get_task_class(name)(scale="smoke")
+    model = task.build_model().eval()
+    masks = width_masks(model)
+    assert set(masks) == set(task.width_slots())
+    example = task.example_input()
+    with torch.no_grad():
+        dense = model(example)
+        seen = {}
+        for slot, slot_masks in masks.items():
+            for mask in slot_masks:
+                mask.transform = lambda x, m: seen.setdefault(m.slot, x.shape[m.dim]) and x * 0
+        zeroed = model(example)
+    # Each mask sees its slot's full width, and zeroing a slot changes the output.
+    assert seen == task.width_slots()
+    assert not torch.allclose(dense, zeroed)

@@ -165,3 +165,22 @@ def test_narrower_than_teacher_fits_worse():
         bench.training.train(task, model, seed=0, progress=False)
         errors[width] = task.evaluate(model).error
     assert errors[3] > 1.5 * errors[64]
+
+
+class OnlyElsewhere(Method):
+    description = "applies to no task here"
+    Config = SyntheticTask.Config
+
+    def applies_to(self, task):
+        return False
+
+
+def test_methods_that_do_not_apply_are_left_out_of_all_and_rejected_by_name(store_path, monkeypatch):
+    from bench.config import ConfigError
+    from bench.runner import plan_runs
+
+    monkeypatch.setitem(registry._METHODS, "elsewhere", OnlyElsewhere)
+    specs = plan_runs(["synthetic"], ["all"], [0], "smoke")
+    assert {s.method for s in specs} == set(registry._METHODS) - {"elsewhere"}
+    with pytest.raises(ConfigError, match="method elsewhere does not apply to task synthetic"):
+        plan_runs(["synthetic"], ["elsewhere"], [0], "smoke")
