@@ -8,7 +8,7 @@ stores it, so every method is measured the same way. A method that trains by its
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator
 
 from torch import nn
 
@@ -37,7 +37,8 @@ class RunContext:
     seed: int
     recipe: TrainRecipe  # the task's recipe after command-line overrides
     progress: bool = True
-    _train: Callable[..., TrainReport] | None = None
+    store_url: str | None = None  # the result store's SQLAlchemy URL, for methods that keep state there (Optuna)
+    run_key: str = ""  # this run's key in the store, e.g. to name an Optuna study
 
     def train(self, model: nn.Module, hooks: TrainingHooks | None = None, recipe: TrainRecipe | None = None, desc: str = "train") -> TrainReport:
         """Train `model` in place with the shared loop (the run's recipe unless one is given)."""
