@@ -1,0 +1,78 @@
+"""Training-step time of a noise-injection (dynamic) model relative to the dense model.
+
+Same task, same batches, same optimiser; dense and dynamic steps are timed in alternating
+rounds within one process, so machine noise hits both alike. Goal (issue 3): <= 1.3x.
+
+    python benchmarks/dynamic_step_time.py [--task synthetic vad ...] [--steps 30] [--rounds 5]
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from itertools import cycle
+
+import torch
+from torch.utils.data import DataLoader
+
+from bench.registry import get_task_class, task_names
+from methods.dynamic.flops_model import FlopsModel
+from methods.noise_injection import NoiseInjectionConfig, NoiseInjectionController
+
+
+def step_seconds(task, model, hooks, batches, steps: int) -> float:
+    params = hooks.parameters(model) if hooks else model.parameters()
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    model.train()
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss = task.loss(model, next(batches))
+        if hooks:
+            loss = loss + hooks.extra_loss(model, 0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if hooks:
+            hooks.after_step(model, 0)
+    return (time.perf_counter() - start) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", nargs="+", default=task_names())
+    parser.add_argument("--scale", default="smoke")
+    parser.add_argument("--steps", type=int, default=30, help="steps per timed round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--set", dest="settings", nargs="*", default=[], help="task settings, e.g. model=transformer")
+    args = parser.parse_args()
+    print(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, "
+          f"{args.rounds} rounds x {args.steps} steps each, median step time")
+    for name in args.task:
+        cls = get_task_class(name)
+        overrides = dict(s.split("=", 1) for s in args.settings if s.split("=", 1)[0] in cls.Config.__dataclass_fields__)
+        from bench.config import apply_overrides
+
+        task = cls(apply_overrides(cls.Config(), overrides, f"task {name}"), scale=args.scale)
+        recipe = task.recipe()
+        batches = cycle(DataLoader(task.dataset("train"), batch_size=recipe.batch_size, shuffle=True, drop_last=True))
+        slots = list(task.width_slots())
+        dense = task.build_model()
+        dynamic = task.build_model()
+        controller = NoiseInjectionController(task, slots, FlopsModel(task, slots), NoiseInjectionConfig(), kappa_min=0.0625)
+        with torch.no_grad():
+            for kappa in controller.kappa.values():
+                kappa.fill_(0.6)  # a boundary inside every slot: the mixing path is exercised
+        controller.bind(dynamic)
+        step_seconds(task, dense, None, batches, 3)  # warm-up
+        step_seconds(task, dynamic, controller, batches, 3)
+        times = {"dense": [], "dynamic": []}
+        for _ in range(args.rounds):
+            times["dense"].append(step_seconds(task, dense, None, batches, args.steps))
+            times["dynamic"].append(step_seconds(task, dynamic, controller, batches, args.steps))
+        d, n = statistics.median(times["dense"]), statistics.median(times["dynamic"])
+        print(f"{name} {overrides or ''}: dense {d * 1e3:.2f} ms/step, dynamic {n * 1e3:.2f} ms/step, ratio {n / d:.2f}x (goal <= 1.3x)")
+
+
+if __name__ == "__main__":
+    main()
