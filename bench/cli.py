@@ -10,6 +10,7 @@ import sys
 from bench.config import SCALES, ConfigError
 from bench.registry import UnknownNameError
 from bench.store import DEFAULT_STORE, StoreError
+from bench.sweep import SweepError
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -26,6 +27,19 @@ def _add_settings(p: argparse.ArgumentParser) -> None:
                    help="override a setting, e.g. task.teacher_width=24, method.widths=hidden=16, train.steps=200; repeatable")
 
 
+def _add_grid(p: argparse.ArgumentParser) -> None:
+    what = p.add_argument_group("what to run")
+    what.add_argument("--task", nargs="+", default=["all"], help="task names (or all)")
+    what.add_argument("--method", nargs="+", default=["all"], help="method names (or all)")
+    what.add_argument("--seed", nargs="+", type=int, default=[0, 1, 2], help="seeds; one run per seed")
+    what.add_argument("--scale", choices=SCALES, default="small", help="data and training size: smoke (seconds), small, full")
+    _add_settings(what)
+    where = p.add_argument_group("where")
+    _add_store(where)
+    where.add_argument("--data-root", default=None, help="folder holding real corpora, for tasks that use them")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description="Benchmark of methods that make speech models small: quality against FLOP/s.",
                                      formatter_class=_Formatter)
@@ -35,17 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="train, evaluate, measure and store candidates", formatter_class=_Formatter,
                          epilog="Finished runs are skipped, so an interrupted command resumes where it stopped.")
-    what = run.add_argument_group("what to run")
-    what.add_argument("--task", nargs="+", default=["all"], help="task names (or all)")
-    what.add_argument("--method", nargs="+", default=["all"], help="method names (or all)")
-    what.add_argument("--seed", nargs="+", type=int, default=[0, 1, 2], help="seeds; one run per seed")
-    what.add_argument("--scale", choices=SCALES, default="small", help="data and training size: smoke (seconds), small, full")
-    _add_settings(what)
-    where = run.add_argument_group("where")
-    _add_store(where)
-    where.add_argument("--data-root", default=None, help="folder holding real corpora, for tasks that use them")
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_grid(run)
     run.add_argument("--threads", type=int, default=None, help="torch CPU threads; unset: torch's own choice")
+
+    sweep = sub.add_parser("sweep", help="the same runs as Ray Tune trials, on a local Ray instance or a cluster", formatter_class=_Formatter,
+                           epilog="Every node must reach the store: use an SQLAlchemy URL (e.g. PostgreSQL) on a multi-node cluster.")
+    _add_grid(sweep)
+    ray_group = sweep.add_argument_group("ray")
+    ray_group.add_argument("--address", default=None, help="auto, HOST:PORT or ray://HOST:PORT of a running cluster; unset: a new local instance")
+    ray_group.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs per trial (torch threads follow)")
+    ray_group.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local instance; unset: all")
 
     results = sub.add_parser("results", help="print stored results", formatter_class=_Formatter)
     results.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
@@ -65,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
-    except (ConfigError, StoreError, UnknownNameError) as err:
+    except (ConfigError, StoreError, UnknownNameError, SweepError) as err:
         print(f"bench {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -102,6 +115,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     with _wide_pandas():
         print(summary_frame(rows).to_string(index=False))
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+    print(f"{counts['done']} run(s) done, {counts['skipped']} already done (skipped), {counts['failed']} failed; store: {store.location}")
+    return 1 if counts["failed"] else 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from bench.runner import plan_runs
+    from bench.store import ResultStore
+    from bench.sweep import sweep
+    from reports.tables import summary_frame
+
+    specs = plan_runs(args.task, args.method, args.seed, args.scale, args.settings, args.data_root)
+    store = ResultStore(args.store)
+    print(f"{len(specs)} run(s) as Ray Tune trials -> {store.location}", file=sys.stderr)
+    counts = sweep(specs, store, address=args.address, cpus_per_trial=args.cpus_per_trial, num_cpus=args.num_cpus, progress=not args.quiet)
+    keys = {s.run_key for s in specs}
+    with _wide_pandas():
+        print(summary_frame([r for r in store.rows() if r["run_key"] in keys]).to_string(index=False))
     print(f"{counts['done']} run(s) done, {counts['skipped']} already done (skipped), {counts['failed']} failed; store: {store.location}")
     return 1 if counts["failed"] else 0
 
@@ -146,4 +176,4 @@ def _wide_pandas():
     return pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_colwidth", 60)
 
 
-_COMMANDS = {"list": cmd_list, "run": cmd_run, "results": cmd_results, "profile": cmd_profile}
+_COMMANDS = {"list": cmd_list, "run": cmd_run, "sweep": cmd_sweep, "results": cmd_results, "profile": cmd_profile}

@@ -113,10 +113,21 @@ class ResultStore:
             raise StoreError(f"cannot use store {self.location!r}: {err}; give a file path, or an SQLAlchemy URL whose driver is installed") from None
         if self.sqlite_path is not None:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        try:
-            _meta.create_all(self.engine)
-        except sa.exc.SQLAlchemyError as err:
-            raise StoreError(f"cannot open store {self.location!r}: {_first_line(err)}") from None
+        self._create_tables()
+
+    def _create_tables(self) -> None:
+        # Several workers may open a new store at once: one of two racing CREATEs fails
+        # with "already exists" (or "locked"), and a second try then finds the tables.
+        for attempt in range(5):
+            try:
+                _meta.create_all(self.engine)
+                return
+            except sa.exc.OperationalError as err:
+                if attempt == 4 or not any(w in str(err) for w in ("already exists", "locked")):
+                    raise StoreError(f"cannot open store {self.location!r}: {_first_line(err)}") from None
+                time.sleep(0.2 * (attempt + 1))
+            except sa.exc.SQLAlchemyError as err:
+                raise StoreError(f"cannot open store {self.location!r}: {_first_line(err)}") from None
 
     def _connect_args(self) -> dict:
         # Concurrent writers (Ray workers) wait for the lock instead of failing at once.
