@@ -72,6 +72,9 @@ class Task:
     # Seconds of audio in `example_input()`: FLOPs are divided by it to give FLOP/s.
     # None for tasks whose input is not audio (FLOPs are then per example).
     example_seconds: ClassVar[float | None] = None
+    # Values of `Config.model` when the task has several model families (e.g. crnn,
+    # transformer): tests and reports treat each family as its own model.
+    model_families: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any | None = None, scale: str = "small", data_root: str | Path | None = None):
         self.config = config if config is not None else self.Config()

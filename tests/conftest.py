@@ -1,6 +1,24 @@
+import dataclasses
+
 import pytest
+
+from bench import registry
 
 
 @pytest.fixture
 def store_path(tmp_path):
     return str(tmp_path / "results.db")
+
+
+def task_variants() -> list[tuple[str, str, dict]]:
+    """(test id, task name, config overrides): every registered task and model family."""
+    out = []
+    for name in registry.task_names():
+        families = registry.get_task_class(name).model_families
+        out += [(f"{name}-{f}", name, {"model": f}) for f in families] or [(name, name, {})]
+    return out
+
+
+def make_task(name: str, overrides: dict, scale: str = "smoke"):
+    cls = registry.get_task_class(name)
+    return cls(dataclasses.replace(cls.Config(), **overrides), scale=scale)

@@ -5,7 +5,6 @@ import random
 import pytest
 import torch
 
-from bench import registry
 from bench.cli import main
 from bench.complexity import measure
 from bench.config import ConfigError
@@ -17,26 +16,28 @@ from methods.noise_injection import NoiseInjectionConfig, NoiseInjectionControll
 from methods.stochastic_gates import GateController, StochasticGatesConfig
 
 
-def _task(name):
-    return registry.get_task_class(name)(scale="smoke")
+from conftest import make_task, task_variants
+
+VARIANTS = [pytest.param(name, overrides, id=vid) for vid, name, overrides in task_variants()]
 
 
 @pytest.fixture(scope="module")
 def flops_models():
     cache = {}
 
-    def get(name):
-        if name not in cache:
-            task = _task(name)
-            cache[name] = (task, FlopsModel(task, list(task.width_slots())))
-        return cache[name]
+    def get(name, overrides=None):
+        key = (name, tuple(sorted((overrides or {}).items())))
+        if key not in cache:
+            task = make_task(name, overrides or {})
+            cache[key] = (task, FlopsModel(task, list(task.width_slots())))
+        return cache[key]
 
     return get
 
 
-@pytest.mark.parametrize("name", registry.task_names())
-def test_flops_model_matches_the_counter_at_integer_widths(name, flops_models):
-    task, flops = flops_models(name)
+@pytest.mark.parametrize("name,overrides", VARIANTS)
+def test_flops_model_matches_the_counter_at_integer_widths(name, overrides, flops_models):
+    task, flops = flops_models(name, overrides)
     rng = random.Random(1)
     for _ in range(3):
         widths = {s: rng.randint(1, n) for s, n in task.width_slots().items()}
@@ -57,9 +58,9 @@ def _controllers(task, flops):
 
 
 @pytest.mark.parametrize("method", ["noise_injection", "stochastic_gates"])
-@pytest.mark.parametrize("name", registry.task_names())
-def test_consolidated_model_computes_what_the_dynamic_model_does(name, method, flops_models):
-    task, flops = flops_models(name)
+@pytest.mark.parametrize("name,overrides", VARIANTS)
+def test_consolidated_model_computes_what_the_dynamic_model_does(name, overrides, method, flops_models):
+    task, flops = flops_models(name, overrides)
     torch.manual_seed(0)
     controller = _controllers(task, flops)[method]
     model = task.build_model()

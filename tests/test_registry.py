@@ -7,6 +7,7 @@ import torch
 from bench import registry
 from bench.cli import main
 from bench.complexity import measure
+from conftest import make_task, task_variants
 
 
 @pytest.mark.parametrize("package,names,get", [
@@ -45,9 +46,9 @@ def test_list_command_prints_every_task_and_method(capsys):
         assert len(line.split()) > 1, f"{name} has no description"
 
 
-@pytest.mark.parametrize("name", registry.task_names())
-def test_every_task_builds_a_measurable_model_at_full_and_reduced_width(name):
-    task = registry.get_task_class(name)(scale="smoke")
+@pytest.mark.parametrize("name,overrides", [pytest.param(n, o, id=i) for i, n, o in task_variants()])
+def test_every_task_builds_a_measurable_model_at_full_and_reduced_width(name, overrides):
+    task = make_task(name, overrides)
     assert dataclasses.is_dataclass(task.Config)
     full = task.width_slots()
     assert full and all(isinstance(v, int) and v >= 1 for v in full.values())
@@ -67,11 +68,11 @@ def test_every_method_has_a_config_and_a_description(name):
         assert isinstance(getattr(cls.Config(), cls.knob), list)
 
 
-@pytest.mark.parametrize("name", registry.task_names())
-def test_every_slot_is_marked_by_width_masks_that_act_on_its_features(name):
+@pytest.mark.parametrize("name,overrides", [pytest.param(n, o, id=i) for i, n, o in task_variants()])
+def test_every_slot_is_marked_by_width_masks_that_act_on_its_features(name, overrides):
     from tasks.base import width_masks
 
-    task = registry.get_task_class(name)(scale="smoke")
+    task = make_task(name, overrides)
     model = task.build_model().eval()
     masks = width_masks(model)
     assert set(masks) == set(task.width_slots())
