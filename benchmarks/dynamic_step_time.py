@@ -45,7 +45,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--set", dest="settings", nargs="*", default=[], help="task settings, e.g. model=transformer")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads; 1 by default: on a busy machine, multi-threaded tiny ops time thread wake-ups, not work")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     print(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, "
           f"{args.rounds} rounds x {args.steps} steps each, median step time")
     for name in args.task:
