@@ -1,0 +1,167 @@
+"""Anti-spoofing (bona fide vs. vocoded speech) per utterance. Error = utterance EER (%).
+
+Data (`task.source`): ``synthetic`` (default, no download: espeak-ng speech as bona fide,
+its vocoder resyntheses as spoofs, a random channel on both classes,
+`tasks.speech.spoof_data`) or ``asvspoof2019`` (ASVspoof2019 LA from `--data-root`: train
+/ dev / eval protocols for train / val / test). Seen attacks are those in training; the
+test split adds unseen ones (synthetic: `unseen_attacks`; ASVspoof: systems absent from the
+train protocol, A07-A19).
+
+Model: a ResNet34-shaped network (3, 4, 6, 3 basic blocks) at `width` x ResNet34's channels
+(64, 128, 256, 512) on LFCC, each stage's width a slot `stage1..stage4`
+(`tasks.speech.spoof_models`). Evaluation: EER overall, breakdowns ``seen``, ``unseen`` and
+``attack_<name>`` (bona fide vs. that attack's spoofs), AUC as secondary.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.config import ConfigError, TrainRecipe
+from bench.registry import register_task
+from tasks.base import Evaluation, Task
+from tasks.speech import corpora, metrics, spoof_data
+from tasks.speech.attacks import ATTACKS
+from tasks.speech.cache import cached_arrays
+from tasks.speech.datasets import AudioDataset, batched_outputs
+from tasks.speech.spoof_models import RESNET34_WIDTHS, ResNetSpoof
+
+# Utterances per split (train, val, test) and clip length in seconds, per scale.
+_SIZES = {"smoke": (16, 4, 6, 1.0), "small": (500, 80, 150, 2.0), "full": (4000, 400, 1000, 3.0)}
+# Real-corpus utterances per split (0 = all), per scale.
+_REAL_FILES = {"smoke": 0, "small": 4000, "full": 20000}
+_RECIPES = {
+    "smoke": TrainRecipe(steps=10, batch_size=8, lr=3e-3),
+    "small": TrainRecipe(steps=200, batch_size=32, lr=3e-3),
+    "full": TrainRecipe(steps=3000, batch_size=32, lr=2e-3),
+}
+
+
+@dataclass(frozen=True)
+class AntispoofConfig:
+    source: str = "synthetic"  # synthetic (generated here) | asvspoof2019 (LA under --data-root)
+    width: float = 0.125  # multiplier on ResNet34's stage widths 64, 128, 256, 512 (0.125: 8, 16, 32, 64)
+    n_ceps: int = 20  # LFCC coefficients (x3 with deltas)
+    seen_attacks: list[str] = field(default_factory=lambda: ["griffin_lim", "lpc", "world"])  # in train, val and test
+    unseen_attacks: list[str] = field(default_factory=lambda: ["mlsa", "world_shift"])  # in test only
+    data_seed: int = 1234  # fixes the generated data, the same for every method and run seed
+
+    def validate(self) -> None:
+        if self.source not in ("synthetic", "asvspoof2019"):
+            raise ValueError(f"source must be synthetic or asvspoof2019, got {self.source!r}")
+        if not 0 < self.width <= 4:
+            raise ValueError(f"width must be in (0, 4], got {self.width}")
+        for name in list(self.seen_attacks) + list(self.unseen_attacks):
+            if name not in ATTACKS:
+                raise ValueError(f"unknown attack {name!r}; choose from {', '.join(ATTACKS)}")
+        if not self.seen_attacks:
+            raise ValueError("seen_attacks must name at least one attack")
+        if set(self.seen_attacks) & set(self.unseen_attacks):
+            raise ValueError("an attack cannot be both seen and unseen")
+
+
+@register_task("antispoof")
+class AntispoofTask(Task):
+    description = "anti-spoofing: bona fide vs. vocoded speech (ResNet34-shaped on LFCC); error = utterance EER %"
+    Config = AntispoofConfig
+    metric = "eer"
+    example_seconds = 1.0
+
+    def __init__(self, config=None, scale="small", data_root=None):
+        super().__init__(config, scale, data_root)
+        self.config.validate()
+        if self.config.source == "asvspoof2019":
+            if self.data_root is None:
+                raise ConfigError("task.source=asvspoof2019 needs --data-root (a folder holding LA/)")
+            for split in ("train", "val", "test"):
+                corpora.asvspoof_protocol(self.data_root, split)  # layout checks, before any training
+        self._splits: dict[str, dict[str, np.ndarray]] = {}
+
+    def width_slots(self) -> dict[str, int]:
+        return {f"stage{i + 1}": max(1, round(w * self.config.width)) for i, w in enumerate(RESNET34_WIDTHS)}
+
+    def build_model(self, widths: Mapping[str, int] | None = None) -> nn.Module:
+        w = self.resolve_widths(widths)
+        return ResNetSpoof(tuple(w[f"stage{i}"] for i in range(1, 5)), n_ceps=self.config.n_ceps)
+
+    def recipe(self) -> TrainRecipe:
+        return _RECIPES[self.scale]
+
+    def example_input(self) -> torch.Tensor:
+        return 0.1 * torch.randn(1, 16000, generator=torch.Generator().manual_seed(0))
+
+    # --- data ----------------------------------------------------------------------------
+    def data(self, split: str) -> dict[str, np.ndarray]:
+        """Cached arrays: audio (int16), attack (index into names, -1 bona fide), names, n_seen."""
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"unknown split {split!r}; use train, val or test")
+        if split not in self._splits:
+            c = self.config
+            n_utt = _SIZES[self.scale][("train", "val", "test").index(split)]
+            settings = {"version": spoof_data.GENERATOR_VERSION, "split": split, "source": c.source, "seed": c.data_seed,
+                        "clip_seconds": _SIZES[self.scale][3]}
+            if c.source == "synthetic":
+                settings.update(utterances=n_utt, seen=list(c.seen_attacks), unseen=list(c.unseen_attacks))
+                build = lambda: self._synthetic(split, settings)  # noqa: E731
+            else:
+                settings.update(data_root=str(self.data_root.resolve()), files=_REAL_FILES[self.scale])
+                build = lambda: self._asvspoof(split, settings)  # noqa: E731
+            self._splits[split] = cached_arrays("antispoof", settings, build)
+        return self._splits[split]
+
+    def _synthetic(self, split: str, s: dict) -> dict[str, np.ndarray]:
+        seen, unseen = list(self.config.seen_attacks), list(self.config.unseen_attacks)
+        arrays = spoof_data.generate_split(split, s["utterances"], s["clip_seconds"], s["seed"], seen, unseen)
+        return {**arrays, "names": np.array(seen + unseen), "n_seen": np.array(len(seen))}
+
+    def _asvspoof(self, split: str, s: dict) -> dict[str, np.ndarray]:
+        entries = corpora.asvspoof_protocol(self.data_root, split)
+        seen = sorted({e.system for e in corpora.asvspoof_protocol(self.data_root, "train") if not e.bonafide})
+        if s["files"] and len(entries) > s["files"]:
+            keep = np.random.default_rng(s["seed"]).choice(len(entries), s["files"], replace=False)
+            entries = [entries[i] for i in sorted(keep)]
+        by_path = {e.path: e for e in entries}
+        loaded = corpora.load_usable([e.path for e in entries], 16000, "ASVspoof2019 LA")
+        systems = sorted({by_path[p].system for p, _ in loaded if not by_path[p].bonafide})
+        names = seen + [x for x in systems if x not in seen]
+        n = int(s["clip_seconds"] * 16000)
+        audio = np.stack([np.round(np.clip(_fit(x, n), -1, 1) * 32767).astype(np.int16) for _, x in loaded])
+        attack = np.array([-1 if by_path[p].bonafide else names.index(by_path[p].system) for p, _ in loaded], np.int8)
+        return {"audio": audio, "attack": attack, "utterance": np.arange(len(loaded), dtype=np.int32),
+                "names": np.array(names), "n_seen": np.array(len(seen))}
+
+    def dataset(self, split: str) -> AudioDataset:
+        d = self.data(split)
+        return AudioDataset(d["audio"], (d["attack"] < 0).astype(np.float32))
+
+    # --- training and evaluation -------------------------------------------------------------
+    def loss(self, model: nn.Module, batch) -> torch.Tensor:
+        wave, bonafide = batch
+        return nn.functional.binary_cross_entropy_with_logits(model(wave), bonafide)
+
+    def evaluate(self, model: nn.Module, split: str = "test") -> Evaluation:
+        d = self.data(split)
+        scores = batched_outputs(model, d["audio"])
+        attack, names, n_seen = d["attack"], [str(x) for x in d["names"]], int(d["n_seen"])
+        bona = attack < 0
+
+        def eer_against(spoofs: np.ndarray) -> float | None:
+            sel = bona | spoofs
+            return 100 * metrics.eer(scores[sel], bona[sel]) if spoofs.any() and bona.any() else None
+
+        groups = {"seen": (attack >= 0) & (attack < n_seen), "unseen": attack >= n_seen}
+        groups.update({f"attack_{name}": attack == i for i, name in enumerate(names)})
+        breakdowns = {k: v for k, v in ((k, eer_against(sel)) for k, sel in groups.items()) if v is not None}
+        return Evaluation(error=100 * metrics.eer(scores, bona), breakdowns=breakdowns, secondary={"auc": metrics.auc(scores, bona)})
+
+
+def _fit(x: np.ndarray, n: int) -> np.ndarray:
+    """Centre crop or zero-pad to `n` samples."""
+    if x.size >= n:
+        start = (x.size - n) // 2
+        return x[start : start + n]
+    return np.pad(x, (0, n - x.size))

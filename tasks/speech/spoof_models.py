@@ -1,0 +1,59 @@
+"""The anti-spoofing model: a ResNet34-shaped network (3, 4, 6, 3 basic blocks) on LFCC.
+
+Input (batch, samples) at 16 kHz; output (batch,) bona fide logits. LFCC frames (60 x
+frames) are treated as a one-channel image; the stem (stride 2 in both axes) and each
+stage's blocks have the stage's channel width, a slot `stage1..stage4`. Every block
+output of a stage (its residual stream) and every block's inner activation are masked with
+the stage's slot, so one width governs the whole stage, as in the paper's "channel widths
+of the residual stages". Global average pooling over time and frequency, then a Linear.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tasks.base import WidthMask
+from tasks.speech.frontend import LFCC
+
+BLOCKS = (3, 4, 6, 3)  # ResNet34
+RESNET34_WIDTHS = (64, 128, 256, 512)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, slot: str):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.mask1 = WidthMask(slot, dim=1)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)) if stride != 1 or cin != cout else nn.Identity()
+        )
+        self.mask2 = WidthMask(slot, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.mask1(torch.relu(self.bn1(self.conv1(x))))
+        return self.mask2(torch.relu(self.bn2(self.conv2(h)) + self.shortcut(x)))
+
+
+class ResNetSpoof(nn.Module):
+    """LFCC -> per-coefficient norm -> stem -> 4 stages -> average pool -> Linear(., 1)."""
+
+    def __init__(self, widths: tuple[int, int, int, int], n_ceps: int = 20):
+        super().__init__()
+        self.lfcc = LFCC(n_ceps=n_ceps)
+        self.norm = nn.BatchNorm1d(3 * n_ceps)
+        self.stem = nn.Sequential(nn.Conv2d(1, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(), WidthMask("stage1", dim=1))
+        stages, cin = [], widths[0]
+        for i, (n, w) in enumerate(zip(BLOCKS, widths)):
+            stride = 1 if i == 0 else 2
+            stages.append(nn.Sequential(*(BasicBlock(cin if j == 0 else w, w, stride if j == 0 else 1, f"stage{i + 1}") for j in range(n))))
+            cin = w
+        self.stages = nn.Sequential(*stages)
+        self.classifier = nn.Linear(widths[-1], 1)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.lfcc(wave)).unsqueeze(1)  # (batch, 1, 3 * n_ceps, frames)
+        x = self.stages(self.stem(x))
+        return self.classifier(x.mean(dim=(2, 3))).squeeze(-1)
