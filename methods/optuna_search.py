@@ -1,0 +1,190 @@
+"""Multi-objective width search with Optuna: each trial trains the task's model at widths
+the sampler proposes and reports (validation error, FLOPs); the candidates are the study's
+Pareto-optimal trials.
+
+The study lives in the result store's database (Optuna's RDB storage at `ctx.store_url`),
+named after the run key, with `load_if_exists`: a killed search resumes and runs only the
+trials still missing (`trials` counts completed ones). Each completed trial keeps its
+trained weights (a user attribute), so the Pareto models are never retrained. Search cost
+= training seconds of all completed trials, earlier processes included.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import optuna
+import sqlalchemy as sa
+import torch
+
+from bench.complexity import measure
+from bench.config import ConfigError
+from bench.registry import register_method
+from bench.training import NonFiniteLossError
+from methods.base import Candidate, Method, RunContext
+
+SAMPLERS = ("nsga2", "tpe")
+
+
+@dataclass(frozen=True)
+class OptunaConfig:
+    trials: int = 16  # completed trials per search (resumed searches count earlier ones)
+    sampler: str = "nsga2"  # nsga2 (NSGA-II) | tpe (multivariate multi-objective TPE)
+    population: int = 8  # NSGA-II population size; TPE: random startup trials
+    slots: list[str] = field(default_factory=list)  # searched slots; empty = all (the rest stay at full width)
+    log_widths: bool = True  # sample widths on a log scale (as many small models as large ones)
+    start_full: bool = True  # the first trial is the full-width model
+
+    def validate(self) -> None:
+        if self.trials < 1:
+            raise ValueError(f"trials must be >= 1, got {self.trials}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; choose from {', '.join(SAMPLERS)}")
+        if self.population < 2:
+            raise ValueError(f"population must be >= 2, got {self.population}")
+
+
+def encode_state(model: torch.nn.Module) -> str:
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def decode_state(text: str) -> dict:
+    return torch.load(io.BytesIO(base64.b64decode(text)), map_location="cpu", weights_only=True)
+
+
+def rdb_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage at `url` (SQLite waits up to a minute for a lock)."""
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+def open_study(url: str, name: str, attempts: int = 8) -> optuna.Study:
+    """Create or load study `name` in the database at `url`, waiting out SQLite's locks."""
+    for attempt in range(attempts):
+        try:
+            storage = rdb_storage(url)
+            return optuna.create_study(storage=storage, study_name=name, directions=["minimize", "minimize"], load_if_exists=True)
+        except (sa.exc.OperationalError, optuna.exceptions.DuplicatedStudyError) as err:
+            if attempt == attempts - 1 or not isinstance(err, optuna.exceptions.DuplicatedStudyError) and "locked" not in str(err):
+                raise
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+USER_ATTRS = ("train_seconds", "final_train_loss", "state_dict")  # what a trained trial keeps
+COMPLETE, WAITING = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.WAITING
+
+
+def complete_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(COMPLETE,))
+
+
+def find_twin(study: optuna.Study, widths: dict[str, int]) -> optuna.trial.FrozenTrial | None:
+    """A completed, trained trial at exactly `widths`, if any."""
+    return next((t for t in complete_trials(study) if t.params == widths and "state_dict" in t.user_attrs), None)
+
+
+def run_trial(ctx: RunContext, widths: dict[str, int], number: int) -> dict:
+    """Trial `number` of a search: train the task's model at `widths` (seeded by the trial
+    number), evaluate it on "val" and measure its FLOPs; returns the two objectives (error,
+    flops) and the trial's user attributes (train_seconds, final_train_loss, state_dict).
+    The method's objective and a Ray Tune trial (bench.sweep) both run this."""
+    task = ctx.task
+    torch.manual_seed(ctx.seed * 100003 + number)
+    model = task.build_model(widths)
+    report = ctx.train(model, desc=f"{task.name}/optuna trial {number}")
+    model.eval()
+    error = task.evaluate(model, "val").error
+    flops = measure(model, task.example_input()).flops * (1.0 / (task.example_seconds or 1.0))
+    return {"error": error, "flops": flops, "train_seconds": report.seconds,
+            "final_train_loss": report.final_loss, "state_dict": encode_state(model)}
+
+
+@register_method("optuna")
+class OptunaSearch(Method):
+    description = "Optuna multi-objective width search (NSGA-II or TPE): trains each trial, candidates = Pareto front (error, FLOPs)"
+    Config = OptunaConfig
+
+    def resolve_slots(self, task) -> list[str]:
+        full = task.width_slots()
+        unknown = [s for s in self.config.slots if s not in full]
+        if unknown:
+            raise ConfigError(f"optuna: task {task.name} has no width slot {unknown[0]!r}; slots: {', '.join(full)}")
+        return list(self.config.slots or full)
+
+    def validate(self, task) -> None:
+        self.resolve_slots(task)
+
+    def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        if self.config.sampler == "nsga2":
+            return optuna.samplers.NSGAIISampler(population_size=self.config.population, seed=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(multivariate=True, n_startup_trials=self.config.population, seed=seed)
+
+    def space(self, task) -> dict[str, optuna.distributions.IntDistribution]:
+        """The searched widths, as the objective suggests them."""
+        full = task.width_slots()
+        return {s: optuna.distributions.IntDistribution(1, full[s], log=self.config.log_widths) for s in self.resolve_slots(task)}
+
+    def prepare(self, study: optuna.Study, task, seed: int) -> None:
+        """Give `study` this search's sampler and queue the full-width start trial (once)."""
+        # A resumed search draws fresh proposals (seeded by how far it got), not the first ones again.
+        study.sampler = self.sampler(seed * 7919 + len(study.trials))
+        full = task.width_slots()
+        start = {s: full[s] for s in self.resolve_slots(task)}
+        queued = study.get_trials(deepcopy=False, states=(COMPLETE, WAITING))
+        if self.config.start_full and not any(start in (t.params, t.system_attrs.get("fixed_params")) for t in queued):
+            study.enqueue_trial(start)
+
+    def candidates(self, ctx: RunContext) -> Iterator[Candidate]:
+        task, cfg = ctx.task, self.config
+        slots, full = self.resolve_slots(task), task.width_slots()
+        url = ctx.store_url or "sqlite:///:memory:"
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = open_study(url, f"bench:{ctx.run_key or task.name}")
+        done = len(complete_trials(study))
+        self.prepare(study, task, ctx.seed)
+
+        def objective(trial: optuna.Trial) -> tuple[float, float]:
+            widths = {s: trial.suggest_int(s, 1, full[s], log=cfg.log_widths) for s in slots}
+            twin = find_twin(trial.study, widths)
+            if twin is not None:  # widths proposed again: its result, no second training
+                trial.set_user_attr("duplicate_of", twin.number)
+                trial.set_user_attr("train_seconds", 0.0)
+                return tuple(twin.values)
+            out = run_trial(ctx, widths, trial.number)
+            for key in USER_ATTRS:
+                trial.set_user_attr(key, out[key])
+            return out["error"], out["flops"]
+
+        if cfg.trials > done:
+            study.optimize(objective, n_trials=cfg.trials - done, catch=(NonFiniteLossError,))  # a diverged trial fails alone
+        trials = complete_trials(study)
+        if not trials:
+            raise RuntimeError(f"optuna: no trial of study {study.study_name} completed")
+        search = sum(t.user_attrs["train_seconds"] for t in trials)
+        seen: set[tuple] = set()
+        for t in sorted(study.best_trials, key=lambda t: (t.values[1], t.values[0], t.number)):
+            if "state_dict" not in t.user_attrs:
+                continue
+            key = tuple(t.params[s] for s in slots)
+            if key in seen:
+                continue
+            seen.add(key)
+            widths = task.resolve_widths({s: t.params[s] for s in slots})
+            model = task.build_model(widths)
+            model.load_state_dict(decode_state(t.user_attrs["state_dict"]))
+            yield Candidate(
+                model=model.eval(), widths=widths, label=",".join(f"{s}={widths[s]}" for s in slots),
+                train_seconds=t.user_attrs["train_seconds"], search_seconds=search - t.user_attrs["train_seconds"],
+                info={"trial": t.number, "val_error": t.values[0], "trial_flops": t.values[1], "trials_complete": len(trials),
+                      "trials_this_process": len(trials) - done, "sampler": cfg.sampler, "study": study.study_name,
+                      "trials_trained": sum("state_dict" in x.user_attrs for x in trials), "final_train_loss": t.user_attrs["final_train_loss"]},
+            )

@@ -1,0 +1,109 @@
+"""optuna: a search through the CLI stores its Pareto front; a killed search resumes
+without redoing finished trials; bad settings are rejected before training."""
+import optuna
+import pytest
+import torch
+
+from bench.checkpoint import load_candidate
+from bench.cli import main
+from bench.config import TrainRecipe
+from bench.store import ResultStore
+from methods.base import RunContext
+from methods.optuna_search import OptunaConfig, OptunaSearch, complete_trials, open_study
+from tasks.synthetic import SyntheticTask
+
+SMOKE = ["--task", "synthetic", "--scale", "smoke", "--quiet", "--seed", "0", "--threads", "1"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "tpe"])
+def test_search_stores_pareto_front_with_search_cost(sampler, store_path):
+    args = ["--method", "optuna", "--store", store_path, "--set", "train.steps=40", "--set", "method.trials=5",
+            "--set", f"method.sampler={sampler}", "--set", "method.population=2"]
+    assert main(["run", *SMOKE, *args]) == 0
+    store = ResultStore(store_path)
+    rows = store.rows()
+    assert rows and all(r["status"] == "ok" for r in rows)
+    flops = [r["flops"] for r in rows]
+    errors = [r["info"]["val_error"] for r in rows]
+    assert flops == sorted(flops) and errors == sorted(errors, reverse=True)  # a Pareto front: cheaper is worse
+    study = open_study(store.url, f"bench:{rows[0]['run_key']}")  # the study lives in the results database
+    trials = complete_trials(study)
+    assert trials[0].params == {"hidden": 64}  # the search starts from the full-width model
+    assert len(trials) == 5 and rows[0]["info"]["trials_complete"] == 5
+    total = sum(t.user_attrs["train_seconds"] for t in trials)
+    for row in rows:
+        assert row["search_seconds"] == pytest.approx(total) and 0 < row["train_seconds"] < total
+        model, info = load_candidate(store.models_dir / row["model_path"])
+        assert info["widths"] == row["widths"]
+        x, y = SyntheticTask(scale="smoke")._data()["val"]
+        assert torch.nn.functional.mse_loss(model(x), y).item() > 0
+        assert SyntheticTask(scale="smoke").evaluate(model, "val").error == pytest.approx(row["info"]["val_error"], rel=1e-5)
+
+
+class Interrupting(RunContext):
+    """A context whose training is killed (KeyboardInterrupt) at call number `kill_at`."""
+
+    calls = 0
+    kill_at = 0
+    trained: list[int] = []
+
+    def train(self, model, hooks=None, recipe=None, desc="train"):
+        type(self).calls += 1
+        type(self).trained.append(int(desc.rsplit(" ", 1)[1]))  # "synthetic/optuna trial N"
+        if type(self).calls == self.kill_at:
+            raise KeyboardInterrupt
+        return super().train(model, hooks, recipe, desc)
+
+
+def test_killed_search_resumes_without_redoing_finished_trials(tmp_path):
+    task = SyntheticTask(scale="smoke")
+    recipe = TrainRecipe(steps=30, batch_size=64, lr=3e-3)
+    url = f"sqlite:///{tmp_path / 'results.db'}"
+    method = OptunaSearch(OptunaConfig(trials=5, population=2))
+    Interrupting.calls, Interrupting.kill_at = 0, 3
+    ctx = Interrupting(task=task, seed=0, recipe=recipe, progress=False, store_url=url, run_key="synthetic/optuna/x/seed0")
+    with pytest.raises(KeyboardInterrupt):
+        list(method.candidates(ctx))
+    study = open_study(url, "bench:synthetic/optuna/x/seed0")
+    before = {t.number: t.params for t in complete_trials(study)}
+    assert len(before) == 2 and study.trials[2].state == optuna.trial.TrialState.FAIL
+
+    Interrupting.calls, Interrupting.kill_at, Interrupting.trained = 0, -1, []  # the resumed search is not interrupted
+    candidates = list(method.candidates(ctx))
+    study = open_study(url, "bench:synthetic/optuna/x/seed0")
+    after = complete_trials(study)
+    assert len(after) == 5 and {t.number: t.params for t in after if t.number in before} == before
+    # Only new trials (numbers after the failed one) were trained; a repeated proposal is not trained twice.
+    fresh = [t.number for t in after if t.number not in before and "duplicate_of" not in t.user_attrs]
+    assert Interrupting.trained == fresh and min(fresh) >= 3 and 1 <= len(fresh) <= 3
+    assert candidates and candidates[0].info["trials_this_process"] == 3
+    assert sum(c.train_seconds for c in candidates) <= candidates[0].train_seconds + candidates[0].search_seconds
+
+    Interrupting.calls = 0
+    again = list(method.candidates(ctx))  # complete: nothing to train, same front
+    assert Interrupting.calls == 0 and [c.widths for c in again] == [c.widths for c in candidates]
+
+
+@pytest.mark.parametrize("setting", ["method.trials=0", "method.sampler=random", "method.population=1", "method.slots=nope"])
+def test_bad_settings_are_rejected_before_training(setting, store_path, capsys):
+    assert main(["run", *SMOKE, "--method", "optuna", "--store", store_path, "--set", setting]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and setting.split("=")[0].split(".")[1] in err
+
+
+def test_repeated_proposals_are_not_trained_again(tmp_path):
+    task = SyntheticTask(SyntheticTask.Config(full_width=2), scale="smoke")  # only widths 1 and 2 exist
+    Interrupting.calls, Interrupting.kill_at, Interrupting.trained = 0, -1, []
+    ctx = Interrupting(task=task, seed=0, recipe=TrainRecipe(steps=10, batch_size=64), progress=False,
+                       store_url=f"sqlite:///{tmp_path / 'r.db'}", run_key="dup")
+    candidates = list(OptunaSearch(OptunaConfig(trials=5, population=2)).candidates(ctx))
+    assert Interrupting.calls <= 2 and candidates[0].info["trials_complete"] == 5
+    assert len({tuple(c.widths.items()) for c in candidates}) == len(candidates)
