@@ -37,6 +37,8 @@ def _add_grid(p: argparse.ArgumentParser) -> None:
     where = p.add_argument_group("where")
     _add_store(where)
     where.add_argument("--data-root", default=None, help="folder holding real corpora, for tasks that use them")
+    where.add_argument("--models-dir", default=None,
+                       help="where candidate models are saved; unset: beside an SQLite store, else bench-results/results-models (on a cluster: a shared folder)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -50,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train, evaluate, measure and store candidates", formatter_class=_Formatter,
                          epilog="Finished runs are skipped, so an interrupted command resumes where it stopped.")
     _add_grid(run)
-    run.add_argument("--threads", type=int, default=None, help="torch CPU threads; unset: torch's own choice")
+    run.add_argument("--threads", type=int, default=1,
+                     help="torch CPU threads per run; small speech models gain little from more, and lose much when the cores are busy (use sweep to run several runs at once)")
 
     sweep = sub.add_parser("sweep", help="the same runs as Ray Tune trials, on a local Ray instance or a cluster", formatter_class=_Formatter,
                            epilog="Every node must reach the store: use an SQLAlchemy URL (e.g. PostgreSQL) on a multi-node cluster.")
@@ -65,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     results.add_argument("--task", default=None, help="only this task")
     results.add_argument("--method", default=None, help="only this method")
     _add_store(results)
+
+    report = sub.add_parser("report", help="Pareto fronts, tables, figures and the HTML leaderboard, from the store", formatter_class=_Formatter)
+    report.add_argument("--out", default=None, metavar="DIR", help="output folder; unset: report/ beside the store")
+    report.add_argument("--task", nargs="+", default=None, help="only these tasks; unset: every task in the store")
+    _add_store(report)
 
     profile = sub.add_parser("profile", help="per-layer complexity table of a task's model", formatter_class=_Formatter)
     profile.add_argument("--task", required=True, help="task name")
@@ -108,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     specs = plan_runs(args.task, args.method, args.seed, args.scale, args.settings, args.data_root)
-    store = ResultStore(args.store)
+    store = ResultStore(args.store, args.models_dir)
     print(f"{len(specs)} run(s) -> {store.location}", file=sys.stderr)
     outcomes = run_all(specs, store, progress=not args.quiet)
     rows = [row for o in outcomes for row in o.rows]
@@ -116,7 +124,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(summary_frame(rows).to_string(index=False))
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
     print(f"{counts['done']} run(s) done, {counts['skipped']} already done (skipped), {counts['failed']} failed; store: {store.location}")
+    try:
+        print(f"leaderboard: {_write_report(store)}")
+    except Exception as err:  # the runs are stored; say why the report is missing, exit non-zero
+        print(f"bench run: error: report not written: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
     return 1 if counts["failed"] else 0
+
+
+def _write_report(store, out: str | None = None, tasks: list[str] | None = None) -> str:
+    from reports.report import build_report
+
+    return str(build_report(store, out, tasks).html_path)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench.store import ResultStore
+
+    print(f"leaderboard: {_write_report(ResultStore(args.store), args.out, args.task)}")
+    return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -126,7 +152,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from reports.tables import summary_frame
 
     specs = plan_runs(args.task, args.method, args.seed, args.scale, args.settings, args.data_root)
-    store = ResultStore(args.store)
+    store = ResultStore(args.store, args.models_dir)
     print(f"{len(specs)} run(s) as Ray Tune trials -> {store.location}", file=sys.stderr)
     counts = sweep(specs, store, address=args.address, cpus_per_trial=args.cpus_per_trial, num_cpus=args.num_cpus, progress=not args.quiet)
     keys = {s.run_key for s in specs}
@@ -176,4 +202,4 @@ def _wide_pandas():
     return pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_colwidth", 60)
 
 
-_COMMANDS = {"list": cmd_list, "run": cmd_run, "sweep": cmd_sweep, "results": cmd_results, "profile": cmd_profile}
+_COMMANDS = {"list": cmd_list, "run": cmd_run, "sweep": cmd_sweep, "results": cmd_results, "report": cmd_report, "profile": cmd_profile}

@@ -1,0 +1,254 @@
+"""Leaderboard tables from stored rows: per (task, model family) and method, the figures of
+`reports.aggregate` per seed, then their mean and 95 % t-interval over seeds.
+
+Input is the store's `results` table as a DataFrame (STYLE rule 6: reports read stored
+results, never live objects). The dense model of a group is the `baseline` method's
+`dense` row; where a group has none (e.g. a store of one method), the largest ok candidate
+of each seed stands in for it, and the leaderboard says so.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from reports import aggregate as agg
+
+DENSE_METHOD, DENSE_LABEL = "baseline", "dense"
+FIGURES = ("hypervolume", "iso_reduction", "iso_reduction_nonzero", "best_error", "search_seconds")
+
+
+def load_frame(store, tasks: Iterable[str] | None = None) -> pd.DataFrame:
+    """The store's rows, with the columns the reports group by: `family` (the task config's
+    `model`, '' if none), `group` ('vad/crnn' or 'synthetic') and `reference` (a reference
+    row such as webrtcvad, shown apart from the competing methods)."""
+    df = store.dataframe()
+    if tasks:
+        df = df[df["task"].isin(list(tasks))]
+    df = df.reset_index(drop=True)
+    df["family"] = [str((c or {}).get("model") or "") if isinstance(c, dict) else "" for c in df["task_config"]]
+    df["group"] = [f"{t}/{f}" if f else t for t, f in zip(df["task"], df["family"])]
+    df["reference"] = [bool(isinstance(i, dict) and i.get("reference")) for i in df["info"]]
+    for col in ("flops", "nonzero_flops", "error", "search_seconds", "train_seconds"):
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    return df
+
+
+@dataclass
+class Group:
+    """One (task, model family): its rows and the dense model every figure is relative to."""
+
+    key: str
+    task: str
+    family: str
+    rows: pd.DataFrame
+    metric: str
+    flops_unit: str
+    dense_flops: float
+    dense_error: dict[int, float]  # per seed; seeds without a dense row use the mean
+    dense_from_baseline: bool  # False: the largest candidate stood in for the dense model
+    ref_error: float
+    ref_fixed: bool  # False: metric without a fixed reference; hypervolumes not comparable
+    uncounted_ops: list[str] = field(default_factory=list)  # of the competing methods' candidates
+    reference_uncounted: list[str] = field(default_factory=list)  # of reference rows (e.g. a C library)
+
+    @property
+    def ok(self) -> pd.DataFrame:
+        return self.rows[self.rows["status"] == "ok"]
+
+    @property
+    def dense_error_mean(self) -> float:
+        return float(np.mean(list(self.dense_error.values()))) if self.dense_error else float("nan")
+
+    def dense_error_for(self, seed: int) -> float:
+        return self.dense_error.get(int(seed), self.dense_error_mean)
+
+    @property
+    def tolerance(self) -> float:
+        return agg.iso_tolerance(self.metric, self.dense_error_mean)
+
+
+def make_groups(df: pd.DataFrame) -> list[Group]:
+    """Split the rows by (task, model family) and find each group's dense model."""
+    groups = []
+    for key, rows in df.groupby("group", sort=True):
+        ok = rows[(rows["status"] == "ok") & ~rows["reference"]]
+        dense = ok[(ok["method"] == DENSE_METHOD) & (ok["label"] == DENSE_LABEL)]
+        from_baseline = not dense.empty
+        if not from_baseline and not ok.empty:  # stand-in: each seed's largest candidate
+            dense = ok.loc[ok.groupby("seed")["flops"].idxmax()]
+        dense_error = {int(s): float(e) for s, e in dense.groupby("seed")["error"].mean().items()}
+        metric = _first(ok["metric"]) or _first(rows["metric"]) or ""
+        ref, fixed = agg.reference_error(metric, list(ok["error"]))
+        uncounted = sorted({op for ops in ok["uncounted_ops"] if isinstance(ops, list) for op in ops})
+        refs = rows[rows["reference"]]
+        ref_uncounted = sorted({op for ops in refs["uncounted_ops"] if isinstance(ops, list) for op in ops})
+        groups.append(Group(
+            key=str(key), task=str(rows["task"].iloc[0]), family=str(rows["family"].iloc[0]), rows=rows, metric=metric,
+            flops_unit=_first(ok["flops_unit"]) or "", dense_flops=float(dense["flops"].median()) if not dense.empty else float("nan"),
+            dense_error=dense_error, dense_from_baseline=from_baseline, ref_error=ref, ref_fixed=fixed, uncounted_ops=uncounted,
+            reference_uncounted=ref_uncounted))
+    return groups
+
+
+def _first(series: pd.Series) -> str | None:
+    values = [v for v in series if isinstance(v, str) and v]
+    return values[0] if values else None
+
+
+def has_nonzero(rows: pd.DataFrame) -> bool:
+    """Whether non-zero FLOP/s differ from FLOP/s (unstructured sparsity, e.g. magnitude)."""
+    nz, f = rows["nonzero_flops"], rows["flops"]
+    return bool(((nz < f * (1 - 1e-6)) & nz.notna()).any())
+
+
+def run_search_seconds(rows: pd.DataFrame) -> float:
+    """Search cost of a method for one seed: per run, the largest `search_seconds` of its
+    candidates (each counts all training spent to produce it, so a sequential search's later
+    candidates include the earlier ones); summed over runs (e.g. one run per knob value)."""
+    per_run = rows.groupby("run_key")["search_seconds"].max()
+    return float(per_run.sum()) if per_run.notna().any() else float("nan")
+
+
+def seed_figures(group: Group) -> pd.DataFrame:
+    """One line per (method, seed): hypervolume, iso-quality reduction (also on non-zero
+    FLOP/s where they differ), best error, candidates and search cost."""
+    records = []
+    for (method, seed), rows in group.rows.groupby(["method", "seed"], sort=True):
+        ok = rows[rows["status"] == "ok"]
+        f, e = ok["flops"].to_numpy(float), ok["error"].to_numpy(float)
+        dense_error = group.dense_error_for(seed)
+        rec: dict[str, Any] = {
+            "group": group.key, "method": method, "seed": int(seed), "candidates": len(ok), "failed": int((rows["status"] != "ok").sum()),
+            "reference": bool(rows["reference"].any()),
+            "hypervolume": agg.hypervolume(f, e, group.dense_flops, group.ref_error) if len(ok) else np.nan,
+            "iso_reduction": agg.iso_quality_reduction(f, e, group.dense_flops, dense_error, group.tolerance),
+            "iso_reduction_nonzero": np.nan,
+            "best_error": float(e.min()) if len(e) else np.nan,
+            "search_seconds": run_search_seconds(ok) if len(ok) else np.nan,
+        }
+        if len(ok) and has_nonzero(ok):
+            nz = ok["nonzero_flops"].to_numpy(float)
+            rec["iso_reduction_nonzero"] = agg.iso_quality_reduction(nz, e, group.dense_flops, dense_error, group.tolerance)
+            rec["hypervolume_nonzero"] = agg.hypervolume(nz, e, group.dense_flops, group.ref_error)
+        records.append(rec)
+    return pd.DataFrame(records)
+
+
+def leaderboard(groups: list[Group]) -> pd.DataFrame:
+    """One line per (task, model family, method): every figure as mean, CI bounds and n over
+    seeds (numeric columns, for CSV); sorted by group, then hypervolume, references last."""
+    records = []
+    for group in groups:
+        per_seed = seed_figures(group)
+        for method, seeds in per_seed.groupby("method", sort=True):
+            rows = group.rows[group.rows["method"] == method]
+            ok = rows[rows["status"] == "ok"]
+            rec: dict[str, Any] = {
+                "group": group.key, "task": group.task, "family": group.family, "method": method,
+                "kind": "reference" if seeds["reference"].any() else "method",
+                "seeds": ",".join(str(s) for s in sorted(seeds["seed"])), "candidates": int(seeds["candidates"].sum()),
+                "failed": int(seeds["failed"].sum()), "metric": group.metric, "flops_unit": group.flops_unit,
+                "min_flops": float(ok.loc[ok["flops"] > 0, "flops"].min()) if len(ok) else np.nan,  # 0 = not counted
+                "nonzero_flops_differ": bool(len(ok) and has_nonzero(ok)),
+            }
+            for name in FIGURES + ("hypervolume_nonzero",):
+                ci = agg.mean_ci(seeds[name]) if name in seeds else agg.mean_ci([])
+                rec.update({f"{name}_mean": ci.mean, f"{name}_lo": ci.lo, f"{name}_hi": ci.hi, f"{name}_n": ci.n})
+            records.append(rec)
+    board = pd.DataFrame(records)
+    if board.empty:
+        return board
+    board["_ref"] = board["kind"] == "reference"
+    board = board.sort_values(["group", "_ref", "hypervolume_mean"], ascending=[True, True, False], na_position="last")
+    return board.drop(columns="_ref").reset_index(drop=True)
+
+
+def fronts_table(groups: list[Group]) -> pd.DataFrame:
+    """Every method's Pareto front per seed: the candidates on it, cheapest first."""
+    records = []
+    for group in groups:
+        for (method, seed), rows in group.ok.groupby(["method", "seed"], sort=True):
+            rows = rows.reset_index(drop=True)
+            for rank, i in enumerate(agg.pareto_front(rows["flops"], rows["error"])):
+                r = rows.iloc[i]
+                records.append({"group": group.key, "method": method, "seed": int(seed), "rank": rank, "label": r["label"],
+                                "widths": _widths(r["widths"]), "flops": r["flops"], "nonzero_flops": r["nonzero_flops"],
+                                "flops_unit": r["flops_unit"], "error": r["error"], "metric": r["metric"]})
+    return pd.DataFrame(records)
+
+
+def label_means(group: Group) -> pd.DataFrame:
+    """Per (method, label): mean FLOP/s, non-zero FLOP/s and error over seeds."""
+    ok = group.ok
+    if ok.empty:
+        return pd.DataFrame(columns=["method", "label", "flops", "nonzero_flops", "error", "seeds", "reference"])
+    out = ok.groupby(["method", "label"], sort=True).agg(
+        flops=("flops", "mean"), nonzero_flops=("nonzero_flops", "mean"), error=("error", "mean"), seeds=("seed", "nunique"),
+        reference=("reference", "any"))
+    return out.reset_index()
+
+
+def representatives(group: Group) -> pd.DataFrame:
+    """One candidate setting per method for the breakdown bars: the cheapest label whose mean
+    error is within the iso-quality tolerance of the dense model, else the most accurate."""
+    means = label_means(group)
+    picks = []
+    for _, rows in means.groupby("method", sort=True):
+        within = rows[rows["error"] <= group.dense_error_mean + group.tolerance]
+        picks.append(within.nsmallest(1, "flops") if not within.empty else rows.nsmallest(1, "error"))
+    return pd.concat(picks, ignore_index=True) if picks else means
+
+
+def breakdown_table(group: Group) -> pd.DataFrame:
+    """Long table: per (method, label, breakdown key) the mean and 95 % CI over seeds. Keys
+    are whatever the rows carry (SNR ranges, attacks, seen/unseen, ...), in first-seen order."""
+    records = []
+    for (method, label), rows in group.ok.groupby(["method", "label"], sort=True):
+        keys = breakdown_keys(rows)
+        for key in keys:
+            ci = agg.mean_ci([b.get(key, np.nan) if isinstance(b, dict) else np.nan for b in rows["breakdowns"]])
+            records.append({"group": group.key, "method": method, "label": label, "flops": rows["flops"].mean(), "key": key,
+                            "mean": ci.mean, "lo": ci.lo, "hi": ci.hi, "n": ci.n})
+    return pd.DataFrame(records, columns=["group", "method", "label", "flops", "key", "mean", "lo", "hi", "n"])
+
+
+def breakdown_keys(rows: pd.DataFrame) -> list[str]:
+    keys: dict[str, None] = {}
+    for b in rows["breakdowns"]:
+        if isinstance(b, dict):
+            keys.update({k: None for k, v in b.items() if isinstance(v, (int, float))})
+    return list(keys)
+
+
+def failed_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Failed candidates with their reasons (listed, never silently dropped)."""
+    bad = df[df["status"] != "ok"]
+    return bad[["group", "method", "seed", "label", "reason", "run_key", "created_at"]].fillna("").reset_index(drop=True)
+
+
+def metadata(df: pd.DataFrame) -> dict[str, Any]:
+    """What produced the rows: package versions, git revisions, machines, dates, seeds, scales."""
+    versions: dict[str, set[str]] = {}
+    for v in df["versions"]:
+        for k, val in (v or {}).items() if isinstance(v, dict) else ():
+            versions.setdefault(k, set()).add(str(val))
+    machines = sorted({f"{m.get('hostname', '?')} ({m.get('processor', '?')}, {m.get('cpu_count', '?')} CPUs)"
+                       for m in df["machine"] if isinstance(m, dict)})
+    dates = sorted(d for d in df["created_at"] if isinstance(d, str))
+    return {
+        "versions": {k: ", ".join(sorted(v)) for k, v in sorted(versions.items())},
+        "git_revisions": sorted({g for g in df["git_rev"] if isinstance(g, str)}),
+        "machines": machines,
+        "dates": (dates[0], dates[-1]) if dates else ("", ""),
+        "seeds": sorted({int(s) for s in df["seed"]}),
+        "scales": sorted({s for s in df["scale"] if isinstance(s, str)}),
+        "rows": len(df),
+        "failed": int((df["status"] != "ok").sum()),
+    }
+
+
+def _widths(w: Any) -> str:
+    return ",".join(f"{k}={v}" for k, v in w.items()) if isinstance(w, dict) else ""

@@ -1,0 +1,162 @@
+"""`python -m bench report`: every table, figure and the HTML leaderboard, from the store.
+
+Writes into one folder (default: `report/` beside the store):
+
+- `leaderboard.html`: the one self-contained page (open it anywhere, no network);
+- `leaderboard.csv` (numbers: mean, 95 % bounds and n over seeds per figure) and
+  `leaderboard.md` (the same for reading), `seeds.csv` (every figure per seed),
+  `fronts.csv` (each method's Pareto front per seed), `breakdowns.csv`, `failed.csv`;
+- `figures/<task>[-<model>]_{tradeoff,breakdown,widths}.png`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from bench.complexity import format_count
+from reports import aggregate as agg
+from reports import html, leaderboard as lb, plots
+from reports.tables import leaderboard_display, to_markdown
+
+
+@dataclass
+class Report:
+    """Where the report went, and the tables it was built from (for callers and tests)."""
+
+    out_dir: Path
+    html_path: Path
+    board: pd.DataFrame
+    groups: list[lb.Group]
+    figures: list[Path]
+
+
+def default_out_dir(store) -> Path:
+    """`report/` beside the store (the folder that holds the SQLite file and its models)."""
+    return Path(store.models_dir).parent / "report"
+
+
+def build_report(store, out_dir: str | Path | None = None, tasks: Iterable[str] | None = None) -> Report:
+    """Read `store` (a `bench.store.ResultStore`) and write every output of the report."""
+    out = Path(out_dir) if out_dir else default_out_dir(store)
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    df = lb.load_frame(store, tasks)
+    groups = lb.make_groups(df) if not df.empty else []
+    board = lb.leaderboard(groups)
+    colors = plots.method_colors(sorted(set(df["method"])) if not df.empty else [])
+
+    figures: list[Path] = []
+    group_html = []
+    for group in groups:
+        pngs = {"tradeoff": plots.tradeoff_png(group, colors), "breakdown": plots.breakdown_png(group, colors),
+                "widths": plots.trajectory_png(group, colors)}
+        for name, png in pngs.items():
+            if png:
+                path = fig_dir / f"{group.key.replace('/', '-')}_{name}.png"
+                path.write_bytes(png)
+                figures.append(path)
+        group_html.append(_group_section(group, pngs))
+
+    seeds = pd.concat([lb.seed_figures(g) for g in groups], ignore_index=True) if groups else pd.DataFrame()
+    fronts = lb.fronts_table(groups)
+    breakdowns = pd.concat([lb.breakdown_table(g) for g in groups], ignore_index=True) if groups else pd.DataFrame()
+    failed = lb.failed_rows(df) if not df.empty else pd.DataFrame()
+    for name, table in (("leaderboard", board), ("seeds", seeds), ("fronts", fronts), ("breakdowns", breakdowns), ("failed", failed)):
+        table.to_csv(out / f"{name}.csv", index=False)
+    shown, keys = leaderboard_display(board) if not board.empty else (pd.DataFrame(), pd.DataFrame())
+    md = "# Leaderboard\n\n" + (to_markdown(shown) if not shown.empty else "No results in the store.\n")
+    if not failed.empty:
+        md += "\n## Failed candidates\n\n" + to_markdown(failed)
+    (out / "leaderboard.md").write_text(md)
+
+    meta = lb.metadata(df) if not df.empty else {}
+    sections = [_intro(store, meta), _leaderboard_section(board, shown, keys), *group_html, _failed_section(failed), _meta_section(meta)]
+    html_path = out / "leaderboard.html"
+    html_path.write_text(html.page("smallspeech-bench leaderboard", sections))
+    return Report(out, html_path, board, groups, figures)
+
+
+def _intro(store, meta: dict) -> str:
+    n = meta.get("rows", 0)
+    return (f'<p class="note">From store <code>{html.esc(store.location)}</code>: {n} row(s), '
+            f'{meta.get("failed", 0)} failed. Figures are the mean ± the half-width of a 95 % Student-t interval over seeds.</p>'
+            '<details><summary>How the figures are defined</summary><ul class="note">'
+            f'<li><b>hypervolume</b>: area dominated by a method\'s candidates in a fixed unit square: x = log10(dense FLOP/s / FLOP/s) / {agg.DECADES:g} '
+            f'(0 = dense, 1 = {10 ** agg.DECADES:g}x fewer), y = 1 - error / chance-level error (EER 50 %, NMSE 1); reference point (0, 0). '
+            'Comparable across runs; the dense model alone scores 0.</li>'
+            '<li><b>FLOP/s cut at iso-quality</b>: the largest dense / candidate FLOP/s among candidates whose error is at most the dense '
+            'error of the same seed + 0.5 points of EER (+0.005 NMSE); "-" when none is.</li>'
+            '<li><b>search cost</b>: per seed, all training a method spent to produce its candidates (per run, its largest '
+            '<code>search_seconds</code>; summed over runs).</li>'
+            '<li><b>*</b> non-zero FLOP/s: what unstructured sparsity (magnitude pruning) would cost on hardware that skips zero '
+            'weights; the counted FLOP/s of such models do not fall. Drawn dashed in the plots.</li>'
+            '<li><span class="badge">reference</span> rows (e.g. webrtcvad) are shown for orientation, not as competing methods.</li>'
+            '</ul></details>')
+
+
+def _leaderboard_section(board: pd.DataFrame, shown: pd.DataFrame, keys: pd.DataFrame) -> str:
+    if board.empty:
+        return '<h2>Leaderboard</h2><p>No results in the store.</p><table id="leaderboard" class="sortable"><thead><tr><th>task</th><th>model</th><th>method</th></tr></thead><tbody></tbody></table>'
+    attrs = [{"class": "reference" if r.kind == "reference" else "method", "data-task": r.task, "data-model": r.family, "data-method": r.method}
+             for r in board.itertuples()]
+    return ('<h2>Leaderboard</h2><p class="note">One row per task, model family and method; click a header to sort.</p>'
+            + html.table(shown, keys, table_id="leaderboard", row_attrs=attrs))
+
+
+def _group_section(group: lb.Group, pngs: dict[str, bytes | None]) -> str:
+    facts = {
+        "FLOP/s unit": group.flops_unit or "-",
+        "dense model": (f"{format_count(group.dense_flops)} {group.flops_unit}, {group.metric} {group.dense_error_mean:.4g} (mean over seeds)"
+                        if math.isfinite(group.dense_flops) else "-")
+                       + ("" if group.dense_from_baseline else " - no baseline dense row: the largest candidate stands in"),
+        "iso-quality tolerance": f"+{group.tolerance:.3g} {group.metric}",
+        "hypervolume reference error": f"{group.ref_error:g}" + ("" if group.ref_fixed else " (no fixed reference for this metric: not comparable across runs)"),
+        "operators not counted": ", ".join(group.uncounted_ops) or "none",
+    }
+    if group.reference_uncounted:
+        facts["not counted in reference rows"] = ", ".join(group.reference_uncounted) + " (their FLOP/s are unknown, not zero)"
+    parts = [f'<h2 id="{html.esc(group.key)}">{html.esc(group.key)}</h2>', html.definition_list(facts),
+             html.image(pngs["tradeoff"], f"{group.key} trade-off")]
+    means = lb.label_means(group)
+    if not means.empty:
+        shown = pd.DataFrame({
+            "method": [m + (" [reference]" if r else "") for m, r in zip(means["method"], means["reference"])],
+            "setting": means["label"], "seeds": means["seeds"],
+            f"{group.flops_unit or 'FLOPs'}": [format_count(f) if pd.notna(f) and f > 0 else "not counted" for f in means["flops"]],
+            "non-zero *": [format_count(nz) + " *" if pd.notna(nz) and nz < f * (1 - 1e-6) else "-" for nz, f in zip(means["nonzero_flops"], means["flops"])],
+            "cut": [f"{group.dense_flops / f:.2f}x" if pd.notna(f) and f > 0 and math.isfinite(group.dense_flops) else "-" for f in means["flops"]],
+            group.metric or "error": [f"{e:.4g}" for e in means["error"]],
+        })
+        keys = pd.DataFrame({"method": means["method"], "setting": means["label"], "seeds": means["seeds"], shown.columns[3]: means["flops"],
+                             "non-zero *": means["nonzero_flops"], "cut": group.dense_flops / means["flops"], shown.columns[6]: means["error"]})
+        parts.append("<h3>Candidates (mean over seeds)</h3>" + html.table(shown, keys, row_attrs=[{"class": "reference" if r else "method"} for r in means["reference"]]))
+    if pngs["breakdown"]:
+        parts.append("<h3>Breakdowns</h3>" + html.image(pngs["breakdown"], f"{group.key} breakdowns"))
+        bd = lb.breakdown_table(group)
+        wide = bd.assign(cell=[agg.MeanCI(m, lo, hi, n).format("{:.3g}") for m, lo, hi, n in zip(bd["mean"], bd["lo"], bd["hi"], bd["n"])])
+        wide = wide.pivot_table(index=["method", "label"], columns="key", values="cell", aggfunc="first", sort=False).reset_index()
+        parts.append(html.table(wide.fillna("-")))
+    if pngs["widths"]:
+        parts.append("<h3>Width trajectories</h3>" + html.image(pngs["widths"], f"{group.key} width trajectories"))
+    return "\n".join(parts)
+
+
+def _failed_section(failed: pd.DataFrame) -> str:
+    if failed.empty:
+        return "<h2>Failed candidates</h2><p>None.</p>"
+    return (f"<h2>Failed candidates</h2><p class=\"note\">{len(failed)} row(s) failed; they count in no figure.</p>"
+            + html.table(failed, row_attrs=[{"class": "failed"}] * len(failed)))
+
+
+def _meta_section(meta: dict) -> str:
+    if not meta:
+        return ""
+    first, last = meta["dates"]
+    facts = {"seeds": ", ".join(map(str, meta["seeds"])), "scales": ", ".join(meta["scales"]), "dates": f"{first} to {last}",
+             "git revisions": ", ".join(meta["git_revisions"]) or "-", "machines": "; ".join(meta["machines"]) or "-"}
+    facts.update({f"version: {k}": v for k, v in meta["versions"].items()})
+    return "<h2>Run metadata</h2>" + html.definition_list(facts)
