@@ -5,6 +5,14 @@ Each trial executes one `RunSpec` with `bench.runner.execute`, the same code pat
 one grid give the same results. Runs already finished in the store are not submitted, so a
 restarted sweep only does what is left; that makes `Tuner.restore` unnecessary here (a
 trial is idempotent by its run key), and a trial killed with its node is simply redone.
+
+An `optuna` run is not one trial: its search's trials become Tune trials driven by Ray
+Tune's `OptunaSearch` on the method's own study (same database, same name, same sampler and
+search space), so one search spreads over the cluster. Each trial trains with the method's
+own trial function (`methods.optuna_search.run_trial`) and its user attributes are set on the
+Optuna trial as the method would set them; then `execute` collects the Pareto front as in a
+serial run (every trial complete: nothing is trained). A restarted sweep runs only the
+trials still missing in the study.
 """
 from __future__ import annotations
 
@@ -13,7 +21,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from bench.runner import RunSpec, execute
+from bench.runner import RunSpec, _base_row, _one_line, execute
 from bench.store import ResultStore
 
 
@@ -65,6 +73,88 @@ def _trial(config: dict, specs: list[RunSpec], store_url: str, models_dir: str, 
     tune.report({"status": outcome.status, "candidates": len(outcome.rows), "reason": outcome.reason or ""})
 
 
+OPTUNA = "optuna"  # the method whose runs are searches spread over Tune trials
+TRIAL_KEY = "optuna_trial"  # the Optuna trial number, in each Tune trial's config
+
+
+def _make_searcher(**kwargs):
+    """Ray Tune's OptunaSearch, telling each Optuna trial its user attributes with its values."""
+    from ray.tune.search.optuna import OptunaSearch as TuneOptunaSearch
+
+    from methods.optuna_search import USER_ATTRS
+
+    class StudySearch(TuneOptunaSearch):
+        def suggest(self, trial_id: str) -> dict | None:
+            config = super().suggest(trial_id)
+            return None if config is None else {**config, TRIAL_KEY: self._ot_trials[trial_id].number}
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            if result and not error and trial_id in self._ot_trials and trial_id not in self._completed_trials:
+                ot_trial = self._ot_trials[trial_id]
+                for key in ("duplicate_of", *USER_ATTRS):
+                    if key in result:
+                        ot_trial.set_user_attr(key, result[key])
+            super().on_trial_complete(trial_id, result, error)
+
+    return StudySearch(**kwargs)
+
+
+def _optuna_trial(config: dict, spec: RunSpec, slots: list[str], store_url: str, threads: int) -> None:
+    """One Tune trial of a search: the method's trial at the widths Optuna proposed."""
+    import torch
+    from ray import tune
+
+    from bench.training import seed_everything
+    from methods.base import RunContext
+    from methods.optuna_search import find_twin, open_study, run_trial
+
+    torch.set_num_threads(threads)
+    widths = {s: int(config[s]) for s in slots}
+    twin = find_twin(open_study(store_url, _study_name(spec)), widths)
+    if twin is not None:  # widths proposed again: its result, no second training (as the method does)
+        tune.report({"error": twin.values[0], "flops": twin.values[1], "duplicate_of": twin.number, "train_seconds": 0.0})
+        return
+    seed_everything(spec.seed)  # as `execute` seeds a serial run
+    ctx = RunContext(task=spec.build_task(), seed=spec.seed, recipe=spec.recipe, progress=False, store_url=store_url, run_key=spec.run_key)
+    tune.report(run_trial(ctx, widths, int(config[TRIAL_KEY])))
+
+
+def _study_name(spec: RunSpec) -> str:
+    return f"bench:{spec.run_key}"  # the name the method gives its study
+
+
+def _search(spec: RunSpec, store_url: str, ray_dir: Path, cpus_per_trial: int, progress: bool, name: str) -> int:
+    """Run the trials still missing in the study of optuna run `spec` as Tune trials; returns how many."""
+    import optuna
+    from ray import tune
+
+    from methods.optuna_search import complete_trials, open_study, rdb_storage
+
+    task, method = spec.build_task(), spec.build_method()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(store_url, _study_name(spec))
+    missing = method.config.trials - len(complete_trials(study))
+    if missing <= 0:
+        return 0
+    method.prepare(study, task, spec.seed)  # the method's sampler and full-width start trial
+    searcher = _make_searcher(
+        space=method.space(task), metric=["error", "flops"], mode=["min", "min"], sampler=study.sampler,
+        storage=rdb_storage(store_url), study_name=study.study_name,
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(_optuna_trial, spec=spec, slots=method.resolve_slots(task), store_url=store_url, threads=cpus_per_trial),
+        {"cpu": cpus_per_trial},
+    )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=missing),
+        run_config=tune.RunConfig(name=f"{name}-optuna-{spec.config_hash[:12]}-seed{spec.seed}", storage_path=str(ray_dir),
+                                  verbose=1 if progress else 0),
+    )
+    tuner.fit()  # a failed trial is told as failed; `execute` then runs what is still missing itself
+    return missing
+
+
 def sweep(
     specs: list[RunSpec],
     store: ResultStore,
@@ -87,18 +177,32 @@ def sweep(
     # Trials run in their own working folders, possibly on other machines: absolute paths only.
     store_url = store.url if store.sqlite_path is None else f"sqlite:///{store.sqlite_path.resolve()}"
     models_dir = str(Path(store.models_dir).resolve())
-    trainable = tune.with_resources(
-        tune.with_parameters(_trial, specs=pending, store_url=store_url, models_dir=models_dir, threads=cpus_per_trial),
-        {"cpu": cpus_per_trial},
-    )
     ray_dir = (store.sqlite_path.parent if store.sqlite_path is not None else Path("bench-results")).resolve() / "ray"
-    tuner = tune.Tuner(
-        trainable,
-        param_space={"index": tune.grid_search(list(range(len(pending))))},
-        run_config=tune.RunConfig(name=name, storage_path=str(ray_dir), verbose=1 if progress else 0),
-    )
-    results = tuner.fit()
-    for result in results:
-        status = (result.metrics or {}).get("status")
-        counts["done" if status == "done" else "failed"] += 1
+    runs = [s for s in pending if s.method != OPTUNA]
+    searches = [s for s in pending if s.method == OPTUNA]
+    if runs:
+        trainable = tune.with_resources(
+            tune.with_parameters(_trial, specs=runs, store_url=store_url, models_dir=models_dir, threads=cpus_per_trial),
+            {"cpu": cpus_per_trial},
+        )
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"index": tune.grid_search(list(range(len(runs))))},
+            run_config=tune.RunConfig(name=name, storage_path=str(ray_dir), verbose=1 if progress else 0),
+        )
+        results = tuner.fit()
+        for result in results:
+            status = (result.metrics or {}).get("status")
+            counts["done" if status == "done" else "failed"] += 1
+    for spec in searches:  # one search at a time, its trials over the whole cluster
+        try:
+            _search(spec, store_url, ray_dir, cpus_per_trial, progress, name)
+        except Exception as err:  # stored as a failed run (not trained here instead); the other runs go on
+            reason = _one_line(err)
+            store.start_run(spec.run_key, spec.task, spec.method, spec.config_hash, spec.seed)
+            store.finish_run(spec.run_key, [{**_base_row(spec), "status": "failed", "reason": reason}], "failed", reason, 0.0)
+            counts["failed"] += 1
+            continue
+        outcome = execute(spec, store, progress=False)  # the Pareto front, as a serial run stores it; nothing left to train
+        counts["done" if outcome.status == "done" else "failed"] += 1
     return counts
