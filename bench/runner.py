@@ -128,7 +128,7 @@ def plan_runs(
                     continue
                 raise ConfigError(f"method {method_name} does not apply to task {task_name}")
             method.validate(task)
-            for one in _knob_values(method_cls, method_config):
+            for one in _knob_values(method, task):
                 for seed in seeds:
                     specs.append(RunSpec(task_name, method_name, seed, scale, task_config, one, recipe, data_root))
     return specs
@@ -149,12 +149,11 @@ def _check_scopes(overrides: list[tuple[str, str, str]], tasks: list[str], metho
             raise ConfigError(f"unknown scope {scope!r} in --set {scope}.{key}; use task., method., train. or a selected task or method name")
 
 
-def _knob_values(method_cls: type, config: Any) -> list[Any]:
+def _knob_values(method: Any, task: Any) -> list[Any]:
     """One config per knob value (a one-element list each), so each value is its own run."""
-    if method_cls.knob is None:
-        return [config]
-    values = getattr(config, method_cls.knob)
-    return [replace(config, **{method_cls.knob: [v]}) for v in values]
+    if method.knob is None:
+        return [method.config]
+    return [replace(method.config, **{method.knob: [v]}) for v in method.knob_values(task)]
 
 
 def execute(spec: RunSpec, store: ResultStore, progress: bool = True) -> RunOutcome:

@@ -68,6 +68,11 @@ class Method:
     def validate(self, task: Any) -> None:
         """Reject settings that cannot work on `task` (raise `ConfigError`) before any training."""
 
+    def knob_values(self, task: Any) -> list[Any]:
+        """The knob values to run on `task` (default: all of them). A method may leave out
+        default values the task cannot meet; values the user set must fail in `validate`."""
+        return list(getattr(self.config, self.knob)) if self.knob else []
+
     def candidates(self, ctx: RunContext) -> Iterator[Candidate]:
         """Yield the candidates of one run."""
         raise NotImplementedError

@@ -18,6 +18,7 @@ Choices, and why:
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -87,14 +88,31 @@ class StochasticGates(DynamicWidthMethod):
     Config = StochasticGatesConfig
     knob = "budget"
 
-    def validate(self, task) -> None:
-        slots = self.resolve_slots(task)
+    def floor(self, task) -> float:
+        """FLOP ratio with one feature per gated slot: no budget below it can be met."""
         from methods.dynamic.flops_model import FlopsModel
 
-        floor = float(FlopsModel(task, slots).ratio({s: 1.0 for s in slots}))
+        slots = self.resolve_slots(task)
+        return float(FlopsModel(task, slots).ratio({s: 1.0 for s in slots}))
+
+    def validate(self, task) -> None:
+        if self.config.budget == StochasticGatesConfig().budget:
+            return  # default budgets: the ones this task cannot meet are left out in knob_values
+        floor = self.floor(task)
         for budget in self.config.budget:
             if budget < floor:
                 raise ConfigError(f"stochastic_gates: budget {budget} cannot be met: with one feature per slot the model still costs {floor:.3f} of the dense FLOPs")
+
+    def knob_values(self, task) -> list[float]:
+        budgets = list(self.config.budget)
+        if budgets != StochasticGatesConfig().budget:
+            return budgets
+        floor = self.floor(task)
+        kept = [b for b in budgets if b >= floor]
+        if len(kept) < len(budgets):
+            print(f"stochastic_gates: default budget(s) {[b for b in budgets if b < floor]} left out on task {task.name}: "
+                  f"below its floor of {floor:.3f} of the dense FLOP/s (the part no slot shrinks)", file=sys.stderr)
+        return kept
 
     def make_controller(self, task, slots, flops, knob: float) -> GateController:
         return GateController(task, slots, flops, self.config, knob)

@@ -153,3 +153,18 @@ def test_noise_injection_finds_the_teachers_width_at_small_scale(tmp_path):
         curve = [(r["widths"]["hidden"], r["error"]) for r in rows if r["method"] == "noise_injection"]
         knee = min(w for w, e in curve if e <= 2 * dense)
         assert abs(knee - teacher) <= 0.4 * teacher, (teacher, dense, sorted(curve))
+
+
+def test_default_gate_budgets_a_task_cannot_meet_are_left_out_but_explicit_ones_fail(capsys):
+    """On the VAD CRNN the front end alone costs about a tenth of the dense FLOP/s."""
+    from methods.stochastic_gates import StochasticGates
+
+    task = make_task("vad", {"model": "crnn"})
+    method = StochasticGates()
+    floor = method.floor(task)
+    assert 0.0625 < floor < 0.125
+    assert method.knob_values(task) == [0.5, 0.25, 0.125]
+    assert "0.0625" in capsys.readouterr().err
+    method.validate(task)  # defaults pass: the unreachable one is left out, not an error
+    with pytest.raises(ConfigError, match="budget 0.0625 cannot be met"):
+        StochasticGates(StochasticGatesConfig(budget=[0.25, 0.0625])).validate(task)
