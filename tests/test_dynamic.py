@@ -54,6 +54,8 @@ def _controllers(task, flops):
         for s in slots:
             ni.kappa[s].fill_(random.Random(s).uniform(0.05, 0.95))
             sg.mu[s].copy_(torch.randn(sg.mu[s].shape, generator=torch.Generator().manual_seed(3)))
+        if len(slots) > 1:
+            ni.kappa[slots[0]].fill_(1.0)  # a slot that keeps its full width
     return {"noise_injection": ni, "stochastic_gates": sg}
 
 
@@ -77,6 +79,9 @@ def test_consolidated_model_computes_what_the_dynamic_model_does(name, overrides
     small, widths = consolidate(task, model, keep)
     assert all(widths[s] == len(keep[s]) for s in keep)
     assert sum(widths.values()) < sum(task.width_slots().values())
+    if method == "noise_injection" and len(task.width_slots()) > 1:
+        first = next(iter(task.width_slots()))
+        assert widths[first] == task.width_slots()[first]
     assert not any(type(m).__name__ == "WidthMask" and m.transform for m in small.modules())
     with torch.no_grad():
         plain = small(batch)

@@ -73,7 +73,11 @@ class WidthController(TrainingHooks):
 
     def keep(self) -> dict[str, torch.Tensor]:
         """Indices of the features each slot keeps at evaluation (at least one)."""
-        return {s: torch.nonzero(self.present(s, training=False)).flatten() for s in self.slots}
+        keep = {}
+        for s in self.slots:
+            present = self.present(s, training=False)
+            keep[s] = torch.arange(self.full[s]) if present is None else torch.nonzero(present).flatten()
+        return keep
 
 
 class DynamicWidthMethod(Method):

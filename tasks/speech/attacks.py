@@ -19,6 +19,16 @@ SR = 16000
 FRAME_PERIOD_MS = 5.0
 
 
+
+def _pyworld():
+    """pyworld, imported without its pkg_resources deprecation warning (one per worker)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        import pyworld
+    return pyworld
+
 def _match_level(y: np.ndarray, x: np.ndarray) -> np.ndarray:
     y = np.nan_to_num(y[: x.size], nan=0.0, posinf=0.0, neginf=0.0)
     if y.size < x.size:
@@ -46,7 +56,7 @@ def griffin_lim(x: np.ndarray, rng: np.random.Generator, iterations: int = 24) -
 
 
 def _f0(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    import pyworld
+    pyworld = _pyworld()
 
     f0, t = pyworld.dio(x, SR, frame_period=FRAME_PERIOD_MS)
     return pyworld.stonemask(x, f0, t, SR), t
@@ -88,7 +98,7 @@ def lpc(x: np.ndarray, rng: np.random.Generator, order: int = 16) -> np.ndarray:
 
 def world(x: np.ndarray, rng: np.random.Generator, f0_scale: float = 1.0, formant_scale: float = 1.0) -> np.ndarray:
     """WORLD analysis-synthesis; optional pitch (`f0_scale`) and formant (`formant_scale`) shifts."""
-    import pyworld
+    pyworld = _pyworld()
 
     xd = _dither(x, rng)
     f0, t = _f0(xd)
