@@ -114,9 +114,9 @@ def plan_runs(
     _check_scopes(overrides, task_list, method_list)
 
     specs: list[RunSpec] = []
-    for task_name in task_list:
+    for task_name, task_overrides in _task_variants(task_list, overrides):
         task_cls = get_task_class(task_name)
-        task_config = apply_overrides(task_cls.Config(), _scoped(overrides, "task", task_name, task_cls.Config), f"task {task_name}")
+        task_config = apply_overrides(task_cls.Config(), task_overrides, f"task {task_name}")
         task = task_cls(task_config, scale=scale, data_root=data_root)
         recipe = apply_overrides(task.recipe(), {k: v for s, k, v in overrides if s == "train"}, f"train (task {task_name})")
         for method_name in method_list:
@@ -132,6 +132,18 @@ def plan_runs(
                 for seed in seeds:
                     specs.append(RunSpec(task_name, method_name, seed, scale, task_config, one, recipe, data_root))
     return specs
+
+
+def _task_variants(task_list: list[str], overrides: list[tuple[str, str, str]]) -> list[tuple[str, dict[str, str]]]:
+    """(task, its overrides) per run target: every model family of a task that has several,
+    unless `task.model` picks one."""
+    out = []
+    for name in task_list:
+        cls = get_task_class(name)
+        chosen = _scoped(overrides, "task", name, cls.Config)
+        families = [] if "model" in chosen else list(cls.model_families)
+        out += [(name, {**chosen, "model": f}) for f in families] or [(name, chosen)]
+    return out
 
 
 def _check_scopes(overrides: list[tuple[str, str, str]], tasks: list[str], methods: list[str]) -> None:

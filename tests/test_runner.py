@@ -185,3 +185,15 @@ def test_methods_that_do_not_apply_are_left_out_of_all_and_rejected_by_name(stor
     assert "elsewhere" not in applies and {s.method for s in specs} == applies
     with pytest.raises(ConfigError, match="method elsewhere does not apply to task synthetic"):
         plan_runs(["synthetic"], ["elsewhere"], [0], "smoke")
+
+
+def test_a_task_with_several_model_families_runs_each_unless_one_is_chosen():
+    from bench.runner import plan_runs
+
+    families = registry.get_task_class("vad").model_families
+    assert len(families) >= 2
+    specs = plan_runs(["vad"], ["baseline"], [0], "smoke")
+    assert [s.task_config.model for s in specs] == list(families)
+    assert len({s.run_key for s in specs}) == len(families)
+    chosen = plan_runs(["vad"], ["baseline"], [0], "smoke", ["task.model=transformer"])
+    assert [s.task_config.model for s in chosen] == ["transformer"]

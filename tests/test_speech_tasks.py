@@ -86,9 +86,12 @@ def test_cli_smoke_run_stores_eer_breakdowns_and_a_reloadable_model(task, settin
 def test_webrtcvad_reference_row_is_marked_and_applies_only_to_vad(tmp_path, shared_cache):
     store = str(tmp_path / "r.db")
     assert main(["run", "--task", "vad", "--method", "webrtcvad", "--scale", "smoke", "--seed", "0", "--store", store, "--quiet"]) == 0
-    (row,) = ResultStore(store).rows(task="vad")
-    assert row["info"]["reference"] is True and row["uncounted_ops"] == ["smallspeech::webrtcvad"]
-    assert row["flops"] == 0 and row["params"] == 0 and 0 < row["error"] < 100
+    rows = ResultStore(store).rows(task="vad")  # one per model family, so each group shows the reference
+    assert sorted(r["task_config"]["model"] for r in rows) == sorted(VadTask.model_families)
+    for row in rows:
+        assert row["info"]["reference"] is True and row["uncounted_ops"] == ["smallspeech::webrtcvad"]
+        assert row["flops"] == 0 and row["params"] == 0 and 0 < row["error"] < 100
+    assert rows[0]["error"] == rows[1]["error"]  # same test set, whatever the family
     assert main(["run", "--task", "antispoof", "--method", "webrtcvad", "--scale", "smoke", "--store", store]) == 2
     from methods.webrtcvad_reference import WebRTCReference
 
