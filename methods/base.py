@@ -67,6 +67,18 @@ class Method:
 
     def validate(self, task: Any) -> None:
         """Reject settings that cannot work on `task` (raise `ConfigError`) before any training."""
+        if hasattr(self.config, "slots"):
+            self.resolve_slots(task)
+
+    def resolve_slots(self, task: Any) -> list[str]:
+        """The width slots the method acts on: `config.slots`, or all of the task's if empty."""
+        from bench.config import ConfigError
+
+        full = task.width_slots()
+        unknown = [s for s in self.config.slots if s not in full]
+        if unknown:
+            raise ConfigError(f"{self.name}: task {task.name} has no width slot {unknown[0]!r}; slots: {', '.join(full)}")
+        return list(self.config.slots or full)
 
     def knob_values(self, task: Any) -> list[Any]:
         """The knob values to run on `task` (default: all of them). A method may leave out

@@ -22,7 +22,6 @@ import sqlalchemy as sa
 import torch
 
 from bench.complexity import measure
-from bench.config import ConfigError
 from bench.registry import register_method
 from bench.training import NonFiniteLossError
 from methods.base import Candidate, Method, RunContext
@@ -110,16 +109,6 @@ def run_trial(ctx: RunContext, widths: dict[str, int], number: int) -> dict:
 class OptunaSearch(Method):
     description = "Optuna multi-objective width search (NSGA-II or TPE): trains each trial, candidates = Pareto front (error, FLOPs)"
     Config = OptunaConfig
-
-    def resolve_slots(self, task) -> list[str]:
-        full = task.width_slots()
-        unknown = [s for s in self.config.slots if s not in full]
-        if unknown:
-            raise ConfigError(f"optuna: task {task.name} has no width slot {unknown[0]!r}; slots: {', '.join(full)}")
-        return list(self.config.slots or full)
-
-    def validate(self, task) -> None:
-        self.resolve_slots(task)
 
     def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         if self.config.sampler == "nsga2":

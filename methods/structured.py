@@ -27,7 +27,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from bench.complexity import measure
-from bench.config import ConfigError
 from bench.registry import register_method
 from methods.base import Candidate, Method, RunContext
 from methods.dynamic.layout import consolidate, slot_layout
@@ -65,15 +64,9 @@ class Structured(Method):
     Config = StructuredConfig
     knob = "ratios"
 
-    def validate(self, task) -> None:
-        self.resolve_slots(task)
-
     def resolve_slots(self, task) -> list[str]:
         full = task.width_slots()
-        unknown = [s for s in self.config.slots if s not in full]
-        if unknown:
-            raise ConfigError(f"structured: task {task.name} has no width slot {unknown[0]!r}; slots: {', '.join(full)}")
-        return [s for s in (self.config.slots or full) if full[s] > 1]
+        return [s for s in super().resolve_slots(task) if full[s] > 1]  # a width-1 slot cannot shrink
 
     def candidates(self, ctx: RunContext) -> Iterator[Candidate]:
         task, cfg = ctx.task, self.config

@@ -12,7 +12,6 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from bench.config import ConfigError
 from bench.training import TrainingHooks
 from methods.base import Candidate, Method, RunContext
 from methods.dynamic.flops_model import FlopsModel
@@ -84,17 +83,6 @@ class DynamicWidthMethod(Method):
     """Base of `noise_injection` and `stochastic_gates`; subclasses set `controller_class`."""
 
     controller_class: type[WidthController]
-
-    def resolve_slots(self, task) -> list[str]:
-        full = task.width_slots()
-        slots = list(self.config.slots) or list(full)
-        unknown = [s for s in slots if s not in full]
-        if unknown:
-            raise ConfigError(f"{self.name}: task {task.name} has no width slot {unknown[0]!r}; slots: {', '.join(full)}")
-        return slots
-
-    def validate(self, task) -> None:
-        self.resolve_slots(task)
 
     def candidates(self, ctx: RunContext) -> Iterator[Candidate]:
         task = ctx.task
