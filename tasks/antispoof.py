@@ -23,10 +23,11 @@ from torch import nn
 
 from bench.config import ConfigError, TrainRecipe
 from bench.registry import register_task
-from tasks.base import Evaluation, Task
+from tasks.base import Evaluation
 from tasks.speech import corpora, metrics, spoof_data
 from tasks.speech.attacks import ATTACKS
 from tasks.speech.cache import cached_arrays
+from tasks.speech.task import SpeechTask
 from tasks.speech.datasets import AudioDataset, batched_outputs
 from tasks.speech.spoof_models import RESNET34_WIDTHS, ResNetSpoof
 
@@ -65,21 +66,19 @@ class AntispoofConfig:
 
 
 @register_task("antispoof")
-class AntispoofTask(Task):
+class AntispoofTask(SpeechTask):
     description = "anti-spoofing: bona fide vs. vocoded speech (ResNet34-shaped on LFCC); error = utterance EER %"
     Config = AntispoofConfig
     metric = "eer"
-    example_seconds = 1.0
+    recipes = _RECIPES
 
     def __init__(self, config=None, scale="small", data_root=None):
         super().__init__(config, scale, data_root)
-        self.config.validate()
         if self.config.source == "asvspoof2019":
             if self.data_root is None:
                 raise ConfigError("task.source=asvspoof2019 needs --data-root (a folder holding LA/)")
             for split in ("train", "val", "test"):
                 corpora.asvspoof_protocol(self.data_root, split)  # layout checks, before any training
-        self._splits: dict[str, dict[str, np.ndarray]] = {}
 
     def width_slots(self) -> dict[str, int]:
         return {f"stage{i + 1}": max(1, round(w * self.config.width)) for i, w in enumerate(RESNET34_WIDTHS)}
@@ -88,30 +87,18 @@ class AntispoofTask(Task):
         w = self.resolve_widths(widths)
         return ResNetSpoof(tuple(w[f"stage{i}"] for i in range(1, 5)), n_ceps=self.config.n_ceps)
 
-    def recipe(self) -> TrainRecipe:
-        return _RECIPES[self.scale]
-
-    def example_input(self) -> torch.Tensor:
-        return 0.1 * torch.randn(1, 16000, generator=torch.Generator().manual_seed(0))
-
     # --- data ----------------------------------------------------------------------------
-    def data(self, split: str) -> dict[str, np.ndarray]:
+    def build_split(self, split: str) -> dict[str, np.ndarray]:
         """Cached arrays: audio (int16), attack (index into names, -1 bona fide), names, n_seen."""
-        if split not in ("train", "val", "test"):
-            raise ValueError(f"unknown split {split!r}; use train, val or test")
-        if split not in self._splits:
-            c = self.config
-            n_utt = _SIZES[self.scale][("train", "val", "test").index(split)]
-            settings = {"version": spoof_data.GENERATOR_VERSION, "split": split, "source": c.source, "seed": c.data_seed,
-                        "clip_seconds": _SIZES[self.scale][3]}
-            if c.source == "synthetic":
-                settings.update(utterances=n_utt, seen=list(c.seen_attacks), unseen=list(c.unseen_attacks))
-                build = lambda: self._synthetic(split, settings)  # noqa: E731
-            else:
-                settings.update(data_root=str(self.data_root.resolve()), files=_REAL_FILES[self.scale])
-                build = lambda: self._asvspoof(split, settings)  # noqa: E731
-            self._splits[split] = cached_arrays("antispoof", settings, build)
-        return self._splits[split]
+        c = self.config
+        n_utt = _SIZES[self.scale][("train", "val", "test").index(split)]
+        settings = {"version": spoof_data.GENERATOR_VERSION, "split": split, "source": c.source, "seed": c.data_seed,
+                    "clip_seconds": _SIZES[self.scale][3]}
+        if c.source == "synthetic":
+            settings.update(utterances=n_utt, seen=list(c.seen_attacks), unseen=list(c.unseen_attacks))
+            return cached_arrays("antispoof", settings, lambda: self._synthetic(split, settings))
+        settings.update(data_root=str(self.data_root.resolve()), files=_REAL_FILES[self.scale])
+        return cached_arrays("antispoof", settings, lambda: self._asvspoof(split, settings))
 
     def _synthetic(self, split: str, s: dict) -> dict[str, np.ndarray]:
         seen, unseen = list(self.config.seen_attacks), list(self.config.unseen_attacks)

@@ -22,9 +22,10 @@ from torch import nn
 
 from bench.config import ConfigError, TrainRecipe
 from bench.registry import register_task
-from tasks.base import Evaluation, Task
+from tasks.base import Evaluation
 from tasks.speech import corpora, metrics, noise, vad_data
 from tasks.speech.cache import cached_arrays
+from tasks.speech.task import SpeechTask
 from tasks.speech.datasets import AudioDataset, batched_outputs
 from tasks.speech.vad_models import CRNN, TransformerVAD
 
@@ -72,16 +73,15 @@ class VadConfig:
 
 
 @register_task("vad")
-class VadTask(Task):
+class VadTask(SpeechTask):
     description = "voice activity detection per 10 ms frame (CRNN or transformer on log-mel); error = frame EER %"
     Config = VadConfig
     metric = "eer"
-    example_seconds = 1.0
+    recipes = _RECIPES
     model_families = ("crnn", "transformer")
 
     def __init__(self, config=None, scale="small", data_root=None):
         super().__init__(config, scale, data_root)
-        self.config.validate()
         if self.config.source == "vctk+esc50":
             if self.data_root is None:
                 raise ConfigError("task.source=vctk+esc50 needs --data-root (a folder holding VCTK-Corpus-0.92/ or VCTK-Corpus/ and ESC-50-master/)")
@@ -89,7 +89,6 @@ class VadTask(Task):
             corpora.esc50_files(self.data_root, "test")
         if self.config.noise_dir:
             noise.noise_files(self.config.noise_dir)
-        self._splits: dict[str, dict[str, np.ndarray]] = {}
 
     # --- model family --------------------------------------------------------------------
     def width_slots(self) -> dict[str, int]:
@@ -104,21 +103,11 @@ class VadTask(Task):
             return CRNN(w["n_mels"], w["conv1"], w["conv2"], w["gru"], w["head"])
         return TransformerVAD(w["n_mels"], c.heads, w["head_dim"], w["ffn"], c.layers, full_head_dim=c.head_dim)
 
-    def recipe(self) -> TrainRecipe:
-        return _RECIPES[self.scale]
-
-    def example_input(self) -> torch.Tensor:
-        return 0.1 * torch.randn(1, 16000, generator=torch.Generator().manual_seed(0))
-
     # --- data ----------------------------------------------------------------------------
-    def data(self, split: str) -> dict[str, np.ndarray]:
+    def build_split(self, split: str) -> dict[str, np.ndarray]:
         """Cached arrays of a split: audio (int16), labels (uint8 per frame), snr, noise."""
-        if split not in ("train", "val", "test"):
-            raise ValueError(f"unknown split {split!r}; use train, val or test")
-        if split not in self._splits:
-            settings = self._settings(split)
-            self._splits[split] = cached_arrays("vad", settings, lambda: self._generate(split, settings))
-        return self._splits[split]
+        settings = self._settings(split)
+        return cached_arrays("vad", settings, lambda: self._generate(split, settings))
 
     def _settings(self, split: str) -> dict:
         c = self.config
