@@ -108,7 +108,7 @@ class NoiseInjection(DynamicWidthMethod):
         if self.config.budget is not None:
             from methods.dynamic.flops_model import FlopsModel
 
-            flops = FlopsModel(task, slots)
+            flops = FlopsModel.for_task(task, slots)
             for kmin in self.config.kappa_min:
                 floor = float(flops.ratio({s: max(1.0, kmin * task.width_slots()[s]) for s in slots}))
                 if floor > self.config.budget:

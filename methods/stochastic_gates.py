@@ -93,7 +93,7 @@ class StochasticGates(DynamicWidthMethod):
         from methods.dynamic.flops_model import FlopsModel
 
         slots = self.resolve_slots(task)
-        return float(FlopsModel(task, slots).ratio({s: 1.0 for s in slots}))
+        return float(FlopsModel.for_task(task, slots).ratio({s: 1.0 for s in slots}))
 
     def validate(self, task) -> None:
         if self.config.budget == StochasticGatesConfig().budget:

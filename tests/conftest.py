@@ -1,6 +1,7 @@
 import dataclasses
 
 import pytest
+import torch
 
 from bench import registry
 
@@ -8,6 +9,15 @@ from bench import registry
 @pytest.fixture
 def store_path(tmp_path):
     return str(tmp_path / "results.db")
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: tiny models run many times faster so on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def task_variants() -> list[tuple[str, str, dict]]:

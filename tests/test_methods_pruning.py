@@ -26,13 +26,7 @@ SMOKE = ["--task", "synthetic", "--scale", "smoke", "--quiet", "--seed", "0", "-
 TARGETS = [0.5, 0.25, 0.125, 0.0625]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: tiny models run many times faster so on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- pure helpers ------------------------------------------------------------------------

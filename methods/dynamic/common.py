@@ -87,7 +87,7 @@ class DynamicWidthMethod(Method):
     def candidates(self, ctx: RunContext) -> Iterator[Candidate]:
         task = ctx.task
         slots = self.resolve_slots(task)
-        flops = FlopsModel(task, slots)
+        flops = FlopsModel.for_task(task, slots)
         for knob in getattr(self.config, self.knob):
             controller = self.make_controller(task, slots, flops, knob)
             model = task.build_model()

@@ -24,6 +24,18 @@ from bench.config import ConfigError
 class FlopsModel:
     """FLOPs (2 x MACs per example input) of `task`'s model as a polynomial in `slots`' widths."""
 
+    _cache: dict[tuple, "FlopsModel"] = {}
+
+    @classmethod
+    def for_task(cls, task, slots: list[str]) -> "FlopsModel":
+        """The fitted model of `task` (by name and config) and `slots`, fitted once per process:
+        a fit traces the model ~20 times, seconds on the speech tasks, and planning and every
+        run of a method ask for the same one."""
+        key = (task.name, repr(task.config), tuple(slots))
+        if key not in cls._cache:
+            cls._cache[key] = cls(task, slots)
+        return cls._cache[key]
+
     def __init__(self, task, slots: list[str], check_points: int = 3, tolerance: float = 0.01):
         self.task, self.slots = task, list(slots)
         self.full = task.width_slots()
