@@ -1,21 +1,27 @@
-"""Structured pruning: remove whole features of the task's width slots until the counter
-reaches a target FLOP ratio, then fine-tune; the candidate is the task's model at the
-smaller widths, so it is saved and reloaded like any other.
+"""Structured pruning with torch-pruning: remove whole channels / units / mel bands / head
+features, dependency-aware, until the counter reaches a target FLOP ratio, then fine-tune.
 
-Why the slots and not torch-pruning's dependency graph: on the VAD models torch-pruning
-1.6 fails (CRNN: IndexError in its GRU handling; transformer: it shrinks BatchNorm weights
-but not the mel filterbank buffer feeding them, "running_mean should contain 80 elements").
-A width slot *is* a dependency group: `slot_layout` finds every tensor dimension that
-holds the slot's features, including the GRU's 3 gate groups, the `heads` groups of the
-q/k/v and output projections and the mel filterbank rows, so removing feature i of a slot
-removes it everywhere at once and keeps the order of the rest. Importance follows
-torch-pruning's group importances (`methods.pruning.scores`); the last layer (the head's
-outputs) is never a slot and is never pruned.
+torch-pruning's `DependencyGraph` finds what must shrink together and does the surgery;
+custom pruners (`methods.pruning.tp_pruners`) handle what it cannot: the GRU (its hidden
+units in every gate block) and the log-mel front end (the filterbank buffer, so the mel
+bands after it shrink with it). Attention keeps its head count: a head_dim feature goes
+from every head of q, k, v and the output projection's inputs. Importance is torch-pruning's
+group magnitude (default) or group Taylor (`importance=taylor`), plus the recurrent weights.
 
-Per run: train the dense model (search cost), then `steps` times: score the features,
-remove the globally least important (slot-normalised scores) until the counter gives the
-step's FLOP ratio (geometric schedule to the target; bisection over how many go), and
-fine-tune briefly (search cost); at the end fine-tune with the full recipe (train time).
+Why not `tp.pruner.MetaPruner`: it removes a channel ratio per step and measures nothing,
+and it would prune the groups of one width slot (each ResNet block's inner channels) to
+different widths that `task.build_model(widths)` cannot rebuild. Here each step maps
+torch-pruning's groups to the task's slots (`methods.pruning.slot_groups`), removes the
+same number from every group of a slot, and picks how many go by bisection against
+`bench.complexity.measure` (the harness's counter) on the model at those widths. After
+the surgery the pruned weights are loaded into `task.build_model(widths)`, so candidates
+are the task's ordinary smaller models, saved and reloaded from their widths. Layers
+whose outputs are no slot (the classifier's logits) are torch-pruning ignored layers.
+
+Per run: train the dense model (search cost), then `steps` times: build the graph, score
+the groups, remove the globally cheapest features until the counter gives the step's
+FLOP ratio (geometric schedule to the target), fine-tune briefly (search cost); at the
+end fine-tune with the full recipe (train time).
 """
 from __future__ import annotations
 
@@ -29,16 +35,18 @@ from torch.utils.data import DataLoader
 from bench.complexity import measure
 from bench.registry import register_method
 from methods.base import Candidate, Method, RunContext
-from methods.dynamic.layout import consolidate, slot_layout
+from methods.dynamic.layout import slot_layout
 from methods.pruning.pretrain import pretrained_dense
-from methods.pruning.scores import IMPORTANCES, elementwise_scores, keep_after_removing, removable, removal_order, slot_scores
+from methods.pruning.scores import feature_scores, lowest, removable, removal_counts, removal_order, slot_costs
+from methods.pruning.slot_groups import SlotGroup, as_task_model, prune_features, slot_groups
 from methods.pruning.stepping import closest_count, step_targets
+from methods.pruning.tp_pruners import IMPORTANCES, dependency_graph
 
 
 @dataclass(frozen=True)
 class StructuredConfig:
     ratios: list[float] = field(default_factory=lambda: [0.5, 0.25, 0.125, 0.0625])  # target FLOP ratio of the dense model; one run per value
-    importance: str = "magnitude"  # magnitude (L2 of each feature's weights) | taylor (|w * dL/dw| over taylor_batches)
+    importance: str = "magnitude"  # magnitude (group L2 of each feature's weights) | taylor (|w * dL/dw| over taylor_batches)
     steps: int = 4  # prune steps on the way to the target
     step_finetune: float = 0.1  # fine-tuning between steps, as a fraction of the recipe's steps
     taylor_batches: int = 4  # training batches whose gradients the taylor importance sums
@@ -60,7 +68,7 @@ class StructuredConfig:
 
 @register_method("structured")
 class Structured(Method):
-    description = "structured pruning of whole slot features (magnitude or Taylor importance) to a FLOP ratio, then fine-tuning"
+    description = "torch-pruning structured pruning (channels, GRU units, mel bands, head features) to a FLOP ratio, then fine-tuning"
     Config = StructuredConfig
     knob = "ratios"
 
@@ -71,7 +79,7 @@ class Structured(Method):
     def candidates(self, ctx: RunContext) -> Iterator[Candidate]:
         task, cfg = ctx.task, self.config
         slots = self.resolve_slots(task)
-        layout = slot_layout(task, slots)
+        layout = slot_layout(task)  # every slot, so all widths can be read back
         example = task.example_input()
         memo: dict[tuple, int] = {}
 
@@ -85,42 +93,45 @@ class Structured(Method):
         short = replace(ctx.recipe, steps=max(1, round(cfg.step_finetune * ctx.recipe.steps)))
         for target in cfg.ratios:
             model, search_seconds = pretrained_dense(ctx)
-            widths, trace = task.resolve_widths(None), []
+            widths, trace, grouped = task.resolve_widths(None), [], {}
             for i, step_target in enumerate(step_targets(target, cfg.steps)):
-                scores = slot_scores(self.element_scores(ctx, model), layout, slots)
-                order = removal_order(scores)
-                sizes = {s: widths[s] for s in slots}
+                graph = dependency_graph(model, example)
+                groups = slot_groups(graph, model, layout, widths, slots)
+                grouped = {s: sum(g.slot == s for g in groups) for s in slots}
+                scores = self.group_scores(ctx, model, groups)
+                order = removal_order(slot_costs([(g.slot, s) for g, s in zip(groups, scores)]))
+                sizes = {s: widths[s] for s in slots if grouped[s]}
 
                 def ratio_of(k: int) -> float:
-                    return flops_at({**widths, **{s: len(v) for s, v in keep_after_removing(order, sizes, k).items()}}) / dense
+                    return flops_at({**widths, **{s: sizes[s] - c for s, c in removal_counts(order, sizes, k).items()}}) / dense
 
-                k = closest_count(ratio_of, step_target, 0, removable(sizes))
-                keep = keep_after_removing(order, sizes, k)
-                model, widths = consolidate(task, model, keep)
+                counts = removal_counts(order, sizes, closest_count(ratio_of, step_target, 0, removable(sizes)))
+                for g, s in zip(groups, scores):
+                    prune_features(graph, g, lowest(s, counts[g.slot]))
+                model, widths = as_task_model(task, model, layout)
                 trace.append({"step_target": round(step_target, 5), "ratio": round(flops_at(widths) / dense, 5), "widths": dict(widths)})
                 if i < cfg.steps - 1 and cfg.step_finetune > 0:
                     search_seconds += ctx.train(model, recipe=short, desc=f"{task.name}/structured step {i + 1}").seconds
             report = ctx.train(model, desc=f"{task.name}/structured ratio={target} fine-tune")
-            ratio = flops_at(widths) / dense
+            ratio = flops_at(widths) / dense  # the counter on the task's model at these widths: the pruned model's shapes
             yield Candidate(
                 model=model.eval(), widths=dict(widths), label=f"ratio={target}", train_seconds=report.seconds, search_seconds=search_seconds,
                 info={"target_ratio": target, "achieved_ratio": ratio, "within_10pct": abs(ratio / target - 1) <= 0.1,
-                      "dense_flops": dense, "importance": cfg.importance, "steps": trace,
+                      "dense_flops": dense, "importance": cfg.importance, "steps": trace, "tp_groups": grouped,
                       "final_train_loss": report.final_loss, "loss_curve": report.loss_curve},
             )
 
-    def element_scores(self, ctx: RunContext, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        """Element-wise importance of every parameter of `model` (taylor: gradients summed over a few batches)."""
-        params = dict(model.named_parameters())
-        if self.config.importance == "magnitude":
-            return elementwise_scores(params, "magnitude")
-        loader = DataLoader(ctx.task.dataset("train"), batch_size=ctx.recipe.batch_size, shuffle=True, drop_last=True,
-                            generator=torch.Generator().manual_seed(ctx.seed))
-        model.train()
+    def group_scores(self, ctx: RunContext, model: torch.nn.Module, groups: list[SlotGroup]) -> list[torch.Tensor]:
+        """Per-feature importance of each group (taylor: gradients summed over a few batches)."""
+        importance = IMPORTANCES[self.config.importance]()
         model.zero_grad(set_to_none=True)
-        for batch in islice(cycle(loader), self.config.taylor_batches):
-            ctx.task.loss(model, batch).backward()
-        grads = {n: p.grad.detach().clone() for n, p in params.items() if p.grad is not None}
+        if self.config.importance == "taylor":
+            loader = DataLoader(ctx.task.dataset("train"), batch_size=ctx.recipe.batch_size, shuffle=True, drop_last=True,
+                                generator=torch.Generator().manual_seed(ctx.seed))
+            model.train()
+            for batch in islice(cycle(loader), self.config.taylor_batches):
+                ctx.task.loss(model, batch).backward()
+            model.eval()
+        scores = [feature_scores(importance(g.group), g.heads) for g in groups]
         model.zero_grad(set_to_none=True)
-        model.eval()
-        return elementwise_scores(params, "taylor", grads)
+        return scores

@@ -1,5 +1,6 @@
 """magnitude and structured: pure scoring/stepping helpers, synthetic runs through the CLI,
-GRU and attention models pruned through their width slots, the real VAD models, bad knobs."""
+toy GRU and attention models, torch-pruning's surgery on every task's model, whole runs on
+the speech models (smaller, reloaded, scored), bad knobs."""
 from dataclasses import dataclass
 
 import pytest
@@ -14,11 +15,14 @@ from bench.complexity import measure
 from bench.config import ConfigError, TrainRecipe
 from bench.runner import plan_runs
 from bench.store import ResultStore
+from conftest import make_task, task_variants
 from methods.base import RunContext
-from methods.dynamic.layout import slot_layout
+from methods.dynamic.layout import consolidate, slot_layout
 from methods.magnitude import Magnitude, MagnitudeConfig
-from methods.pruning.scores import elementwise_scores, feature_sums, keep_after_removing, removable, removal_order, slot_scores
+from methods.pruning.scores import feature_scores, lowest, removable, removal_counts, removal_order, slot_costs
+from methods.pruning.slot_groups import as_task_model, prune_features, slot_groups
 from methods.pruning.stepping import closest_count, step_targets
+from methods.pruning.tp_pruners import RNNPruner, dependency_graph
 from methods.structured import Structured, StructuredConfig
 from tasks.base import Evaluation, Task, WidthMask
 
@@ -30,42 +34,31 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- pure helpers ------------------------------------------------------------------------
-def test_feature_sums_follow_contiguous_groups():
-    w = torch.arange(12.0).reshape(6, 2)  # 3 gate groups of 2 features, 2 inputs
-    assert feature_sums(w, 0, 3).tolist() == [0 + 1 + 4 + 5 + 8 + 9, 2 + 3 + 6 + 7 + 10 + 11]
-    assert feature_sums(w, 1, 1).tolist() == [30.0, 36.0]
+def test_feature_scores_fold_heads_and_normalise():
+    assert feature_scores(torch.tensor([1.0, 3.0])).tolist() == [0.5, 1.5]
+    # 2 heads of 3 features: feature j sums channel j of every head
+    assert feature_scores(torch.tensor([1.0, 0.0, 2.0, 1.0, 0.0, 2.0]), heads=2).tolist() == [2 / 2, 0.0, 4 / 2]
+    assert feature_scores(torch.zeros(3)).tolist() == [0.0, 0.0, 0.0]
     with pytest.raises(ValueError):
-        feature_sums(w, 0, 4)
+        feature_scores(torch.ones(5), heads=2)
 
 
-def test_slot_scores_sum_over_tensors_and_normalise_per_slot():
-    @dataclass
-    class D:
-        dim: int
-        slot: str
-        groups: int
-
-    layout = {"a": [D(0, "s", 1)], "b": [D(1, "s", 1), D(0, "t", 2)]}
-    entries = {"a": torch.tensor([[1.0], [3.0]]), "b": torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 2.0], [0.0, 0.0]])}
-    scores = slot_scores(entries, layout, ["s", "t"])
-    assert torch.allclose(scores["s"].float(), torch.tensor([3.0, 5.0]) / 4)  # a rows + b columns
-    assert torch.allclose(scores["t"].float(), torch.tensor([4.0, 0.0]) / 2)  # b rows, 2 groups of 2
-    taylor = elementwise_scores({"a": torch.tensor([2.0, -1.0])}, "taylor", {"a": torch.tensor([1.0, 3.0])})
-    assert taylor["a"].tolist() == [2.0, 3.0]
+def test_slot_costs_average_sorted_scores_of_a_slots_groups():
+    costs = slot_costs([("s", torch.tensor([3.0, 1.0])), ("s", torch.tensor([0.0, 4.0])), ("t", torch.tensor([2.0, 0.5, 1.0]))])
+    assert costs["s"].tolist() == [0.5, 3.5] and costs["t"].tolist() == [0.5, 1.0, 2.0]
     with pytest.raises(ValueError):
-        elementwise_scores({}, "random")
+        slot_costs([("s", torch.ones(2)), ("s", torch.ones(3))])
 
 
-def test_removal_keeps_order_and_at_least_one_feature_per_slot():
-    scores = {"s": torch.tensor([0.5, 0.1, 2.0]), "t": torch.tensor([0.2, 3.0])}
-    order = removal_order(scores)
-    assert order[:3] == [("s", 1), ("t", 0), ("s", 0)]
+def test_removal_keeps_at_least_one_feature_per_slot():
+    costs = {"s": torch.tensor([0.1, 0.5, 2.0]), "t": torch.tensor([0.2, 3.0])}
+    order = removal_order(costs)
+    assert order[:3] == [("s", 0), ("t", 0), ("s", 1)]
     sizes = {"s": 3, "t": 2}
     assert removable(sizes) == 3
-    keep = keep_after_removing(order, sizes, 2)
-    assert keep["s"].tolist() == [0, 2] and keep["t"].tolist() == [1]
-    everything = keep_after_removing(order, sizes, 99)
-    assert everything["s"].tolist() == [2] and everything["t"].tolist() == [1]
+    assert removal_counts(order, sizes, 2) == {"s": 1, "t": 1}
+    assert removal_counts(order, sizes, 99) == {"s": 2, "t": 1}
+    assert lowest(torch.tensor([0.3, 0.1, 0.1, 2.0]), 2) == [1, 2]
 
 
 def test_closest_count_bisects_a_monotone_ratio():
@@ -243,21 +236,81 @@ def test_magnitude_prunes_gru_weights_to_plain_zeros():
     assert torch.isfinite(cand.model(task.example_input())).all()
 
 
-# --- the real VAD models ------------------------------------------------------------------
-@pytest.mark.parametrize("family", ["crnn", "transformer"])
-def test_structured_on_vad_models_runs_reloads_and_scores(family, store_path):
-    settings = [f"task.model={family}", "train.steps=2", "method.ratios=0.25", "method.steps=1", "method.step_finetune=0"]
-    assert main(["run", "--task", "vad", "--method", "structured", "--scale", "smoke", "--quiet", "--seed", "0", "--threads", "1",
+@pytest.mark.parametrize("cls", [nn.GRU, nn.LSTM, nn.RNN])
+def test_rnn_pruner_removes_units_in_every_gate_block(cls):
+    """Units whose weights are all zero stay zero in the recurrence, so the pruned RNN must
+    give the kept units' outputs of the full one; so must input features with zero columns."""
+    torch.manual_seed(0)
+    rnn, gone_units, gone_inputs = cls(5, 6, batch_first=True), [1, 4], [0, 3]
+    gates = RNNPruner.gates(rnn)
+    with torch.no_grad():
+        for name, p in rnn.named_parameters():
+            rows = [g * 6 + u for g in range(gates) for u in gone_units]
+            p[rows] = 0
+            if name == "weight_hh_l0":
+                p[:, gone_units] = 0
+            if name == "weight_ih_l0":
+                p[:, gone_inputs] = 0
+    x = torch.randn(2, 7, 5)
+    full = rnn(x)[0]
+    pruner = RNNPruner()
+    pruner.prune_out_channels(rnn, gone_units)
+    pruner.prune_in_channels(rnn, gone_inputs)
+    assert (rnn.hidden_size, rnn.input_size, rnn.weight_ih_l0.shape) == (4, 3, (gates * 4, 3))
+    kept = [u for u in range(6) if u not in gone_units]
+    small = rnn(x[..., [i for i in range(5) if i not in gone_inputs]])[0]
+    assert torch.allclose(small, full[..., kept], atol=1e-6)
+
+
+# --- the real models: torch-pruning's surgery, then whole runs --------------------------------
+VARIANTS = [pytest.param(name, overrides, id=vid) for vid, name, overrides in task_variants()]
+
+
+@pytest.mark.parametrize("name,overrides", VARIANTS)
+def test_torch_pruning_surgery_equals_slot_consolidation(name, overrides):
+    """Removing the same features with torch-pruning (custom GRU and log-mel pruners, head
+    features of every head) gives exactly the probed slot consolidation, on every model."""
+    task = make_task(name, overrides)
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    for m in model.modules():  # non-trivial norm statistics, so a wrong row would show
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.normal_(), m.running_var.uniform_(0.5, 2), m.weight.data.normal_()
+    widths, layout = task.resolve_widths(None), slot_layout(task)
+    g = torch.Generator().manual_seed(1)
+    keep = {s: torch.randperm(n, generator=g)[: max(1, n // 3)].sort().values for s, n in widths.items()}
+    expected, expected_widths = consolidate(task, model, keep)
+    graph = dependency_graph(model, task.example_input())
+    groups = slot_groups(graph, model, layout, widths, list(widths))
+    assert {grp.slot for grp in groups} == set(widths)  # every slot is a torch-pruning group, GRU and mel bands included
+    for grp in groups:
+        prune_features(graph, grp, sorted(set(range(widths[grp.slot])) - set(keep[grp.slot].tolist())))
+    pruned, pruned_widths = as_task_model(task, model, layout)
+    assert pruned_widths == expected_widths
+    state, ref = pruned.state_dict(), expected.state_dict()
+    assert all(torch.equal(state[k], ref[k]) for k in ref)
+    x = task.example_input()
+    assert torch.equal(pruned(x), expected(x))
+    assert measure(pruned, x).flops < measure(task.build_model(), x).flops
+    if name == "vad" and overrides["model"] == "crnn":
+        assert model.gru.hidden_size == pruned.gru.hidden_size == expected_widths["gru"] < widths["gru"]
+
+
+@pytest.mark.parametrize("name,family,shrinks,importance", [("vad", "crnn", "gru", "magnitude"), ("vad", "transformer", "head_dim", "magnitude"),
+                                                             ("antispoof", "", "stage4", "taylor")])
+def test_structured_on_speech_models_runs_reloads_and_scores(name, family, shrinks, importance, store_path):
+    settings = [*([f"task.model={family}"] if family else []), "train.steps=2", "method.ratios=0.25", "method.steps=1",
+                "method.step_finetune=0", f"method.importance={importance}"]
+    assert main(["run", "--task", name, "--method", "structured", "--scale", "smoke", "--quiet", "--seed", "0", "--threads", "1",
                  "--store", store_path, *[a for s in settings for a in ("--set", s)]]) == 0
     store = ResultStore(store_path)
     (row,) = store.rows()
-    full = {"crnn": ["n_mels", "conv1", "conv2", "gru", "head"], "transformer": ["n_mels", "head_dim", "ffn"]}[family]
+    task = make_task(name, {"model": family} if family else {})
+    full = task.width_slots()
     assert row["status"] == "ok" and set(row["widths"]) == set(full)
-    assert row["widths"]["gru" if family == "crnn" else "head_dim"] < (64 if family == "crnn" else 20)
-    assert abs(row["info"]["achieved_ratio"] / 0.25 - 1) <= 0.10
+    assert row["widths"][shrinks] < full[shrinks]
+    assert abs(row["flops"] / row["info"]["dense_flops"] / 0.25 - 1) <= 0.10
+    assert row["info"]["tp_groups"] and all(row["info"]["tp_groups"].values())
     model, _ = load_candidate(store.models_dir / row["model_path"])
-    from tasks.vad import VadConfig, VadTask
-
-    task = VadTask(VadConfig(model=family), scale="smoke")
     assert measure(model, task.example_input()).flops == row["flops"]
     assert task.evaluate(model).error == pytest.approx(row["error"])

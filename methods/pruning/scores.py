@@ -1,11 +1,11 @@
-"""Pure scoring functions: how important each feature of a width slot is, and which go.
+"""Pure functions that turn torch-pruning's group importances into what a step removes.
 
-A slot's feature lives in several tensors (its producer's rows, its consumers' columns,
-norm parameters); `methods.dynamic.layout.slot_layout` says where, as `g` contiguous groups
-along one dimension (3 gate groups in nn.GRU, `heads` groups in a multi-head projection).
-A feature's score sums its entries over every such tensor, so a slot is one dependency
-group, as torch-pruning's group importance sums over a group's layers. Scores are divided
-by their slot's mean before slots are ranked together (torch-pruning's "mean" normaliser).
+A group's importance has one score per channel of its root; `feature_scores` folds the
+heads of an attention group onto the slot's features and divides by the mean
+(torch-pruning's "mean" normaliser), so groups and slots are ranked together. A slot with
+several groups removes the same number from each (one width per slot): its k-th removal
+costs the mean over its groups of their k-th smallest score (`slot_costs`). The global
+order of removals ranks those costs over all slots; counts follow from how many go.
 """
 from __future__ import annotations
 
@@ -13,73 +13,62 @@ from typing import Mapping, Sequence
 
 import torch
 
-IMPORTANCES = ("magnitude", "taylor")
+
+def feature_scores(index_scores: torch.Tensor, heads: int = 1) -> torch.Tensor:
+    """Per-feature scores from per-channel ones laid out as `heads` contiguous blocks, divided
+    by their mean (all-zero scores stay zero)."""
+    n = index_scores.numel()
+    if n % heads:
+        raise ValueError(f"{n} channels are not {heads} blocks")
+    s = index_scores.detach().double().reshape(heads, n // heads).sum(0)
+    return s / s.mean() if s.mean() > 0 else s
 
 
-def feature_sums(values: torch.Tensor, dim: int, groups: int) -> torch.Tensor:
-    """Sum `values` per feature along `dim`, laid out as `groups` contiguous groups of features.
+def slot_costs(scores: Sequence[tuple[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Slot → cost of its 1st, 2nd, ... removal: the mean over its groups of their sorted scores.
 
-    Returns a 1-D tensor of length ``values.shape[dim] // groups``.
+    `scores` holds one (slot, per-feature scores) pair per group; groups of one slot have
+    the same width. Costs never decrease along a slot, so ranking them removes in order.
     """
-    shape = list(values.shape)
-    if shape[dim] % groups:
-        raise ValueError(f"dimension {dim} of size {shape[dim]} is not {groups} groups")
-    n = shape[dim] // groups
-    grouped = values.reshape(*shape[:dim], groups, n, *shape[dim + 1 :])
-    other = [d for d in range(grouped.dim()) if d != dim + 1]
-    return grouped.sum(dim=other) if other else grouped
+    by_slot: dict[str, list[torch.Tensor]] = {}
+    for slot, s in scores:
+        by_slot.setdefault(slot, []).append(torch.sort(s).values)
+    widths = {slot: {len(s) for s in ss} for slot, ss in by_slot.items()}
+    uneven = [slot for slot, w in widths.items() if len(w) > 1]
+    if uneven:
+        raise ValueError(f"groups of slot {uneven[0]} differ in width: {sorted(widths[uneven[0]])}")
+    return {slot: torch.stack(ss).mean(0) for slot, ss in by_slot.items()}
 
 
-def slot_scores(entries: Mapping[str, torch.Tensor], layout: Mapping[str, Sequence], slots: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Per-feature scores of each slot from element-wise scores `entries` (name → tensor).
+def removal_order(costs: Mapping[str, torch.Tensor]) -> list[tuple[str, int]]:
+    """All (slot, i) pairs, cheapest first (ties: slot order, then i)."""
+    pairs = [(float(v), n, slot, i) for n, (slot, c) in enumerate(costs.items()) for i, v in enumerate(c)]
+    return [(slot, i) for _, _, slot, i in sorted(pairs)]
 
-    `layout` maps a name to its `SlotDim`s (dim, slot, groups); names absent from `entries`
-    (buffers such as running statistics) do not count. Each slot's scores are divided by
-    their mean (all-zero slots stay zero).
+
+def removal_counts(order: Sequence[tuple[str, int]], sizes: Mapping[str, int], k: int, min_keep: int = 1) -> dict[str, int]:
+    """How many features each slot loses when the first `k` removable pairs of `order` go.
+
+    A pair is skipped when its slot is down to `min_keep` features, so every k gives a
+    valid model and a larger k never removes less.
     """
-    out: dict[str, torch.Tensor] = {}
-    for name, values in entries.items():
-        for d in layout.get(name, []):
-            if d.slot in slots:
-                s = feature_sums(values.detach().double(), d.dim, d.groups)
-                out[d.slot] = s if d.slot not in out else out[d.slot] + s
-    return {slot: s / s.mean() if s.mean() > 0 else s for slot, s in out.items()}
-
-
-def elementwise_scores(params: Mapping[str, torch.Tensor], kind: str, grads: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """Element scores: ``w**2`` (magnitude, an L2 group norm once summed) or ``|w * dL/dw|`` (taylor)."""
-    if kind == "magnitude":
-        return {n: p.detach() ** 2 for n, p in params.items()}
-    if kind == "taylor":
-        if grads is None:
-            raise ValueError("taylor importance needs gradients")
-        return {n: (p.detach() * grads[n]).abs() for n, p in params.items() if n in grads}
-    raise ValueError(f"unknown importance {kind!r}; choose from {', '.join(IMPORTANCES)}")
-
-
-def removal_order(scores: Mapping[str, torch.Tensor]) -> list[tuple[str, int]]:
-    """All (slot, feature) pairs, least important first (ties: slot order, then index)."""
-    pairs = [(float(v), i, slot, int(f)) for i, (slot, s) in enumerate(scores.items()) for f, v in enumerate(s)]
-    return [(slot, f) for _, _, slot, f in sorted(pairs)]
-
-
-def keep_after_removing(order: Sequence[tuple[str, int]], sizes: Mapping[str, int], k: int, min_keep: int = 1) -> dict[str, torch.Tensor]:
-    """Sorted indices each slot keeps after removing the first `k` removable pairs of `order`.
-
-    A pair is skipped (not removable) when its slot is already down to `min_keep` features,
-    so every k gives a valid model and a larger k never keeps more.
-    """
-    removed: dict[str, set[int]] = {slot: set() for slot in sizes}
-    count = 0
-    for slot, f in order:
-        if count >= k:
+    counts = {slot: 0 for slot in sizes}
+    done = 0
+    for slot, _ in order:
+        if done >= k:
             break
-        if sizes[slot] - len(removed[slot]) > min_keep:
-            removed[slot].add(f)
-            count += 1
-    return {slot: torch.tensor([i for i in range(n) if i not in removed[slot]], dtype=torch.long) for slot, n in sizes.items()}
+        if sizes[slot] - counts[slot] > min_keep:
+            counts[slot] += 1
+            done += 1
+    return counts
 
 
 def removable(sizes: Mapping[str, int], min_keep: int = 1) -> int:
-    """How many features `keep_after_removing` can remove in all."""
+    """How many features `removal_counts` can remove in all."""
     return sum(max(0, n - min_keep) for n in sizes.values())
+
+
+def lowest(scores: torch.Tensor, count: int) -> list[int]:
+    """Sorted indices of the `count` lowest scores (ties: lower index first)."""
+    order = sorted(range(len(scores)), key=lambda i: (float(scores[i]), i))
+    return sorted(order[:count])
