@@ -1,9 +1,10 @@
 """Anti-spoofing (bona fide vs. vocoded speech) per utterance. Error = utterance EER (%).
 
 Data (`task.source`): ``synthetic`` (default, no download: espeak-ng speech as bona fide,
-its vocoder resyntheses as spoofs, a random channel on both classes,
-`tasks.speech.spoof_data`) or ``asvspoof2019`` (ASVspoof2019 LA from `--data-root`: train
-/ dev / eval protocols for train / val / test). Seen attacks are those in training; the
+with flite/festival voices when installed and the user's recordings when given
+(`bonafide_dir`, `bonafide_vctk`), its vocoder resyntheses as spoofs, a random channel on
+both classes, `tasks.speech.spoof_data`) or ``asvspoof2019`` (ASVspoof2019 LA from
+`--data-root`: train / dev / eval protocols for train / val / test). Seen attacks are those in training; the
 test split adds unseen ones (synthetic: `unseen_attacks`; ASVspoof: systems absent from the
 train protocol, A07-A19).
 
@@ -15,6 +16,7 @@ Model: a ResNet34-shaped network (3, 4, 6, 3 basic blocks) at `width` x ResNet34
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -24,7 +26,7 @@ from torch import nn
 from bench.config import ConfigError, TrainRecipe
 from bench.registry import register_task
 from tasks.base import Evaluation
-from tasks.speech import corpora, metrics, spoof_data
+from tasks.speech import corpora, metrics, spoof_data, synthesis
 from tasks.speech.attacks import ATTACKS
 from tasks.speech.cache import cached_arrays
 from tasks.speech.task import SpeechTask
@@ -50,10 +52,17 @@ class AntispoofConfig:
     seen_attacks: list[str] = field(default_factory=lambda: ["griffin_lim", "lpc", "world"])  # in train, val and test
     unseen_attacks: list[str] = field(default_factory=lambda: ["mlsa", "world_shift"])  # in test only
     data_seed: int = 1234  # fixes the generated data, the same for every method and run seed
+    bonafide_dir: str = ""  # optional folder of .wav/.flac/.ogg recordings (sub-folder = speaker) added as bona fide
+    bonafide_vctk: bool = False  # also use VCTK under --data-root as recorded bona fide
+    recorded_share: float = 0.5  # share of a split's utterances taken from recordings, when there are some
 
     def validate(self) -> None:
         if self.source not in ("synthetic", "asvspoof2019"):
             raise ValueError(f"source must be synthetic or asvspoof2019, got {self.source!r}")
+        if (self.bonafide_dir or self.bonafide_vctk) and self.source != "synthetic":
+            raise ValueError("bonafide_dir and bonafide_vctk add recordings to source=synthetic only")
+        if not 0 <= self.recorded_share <= 1:
+            raise ValueError(f"recorded_share must be in [0, 1], got {self.recorded_share}")
         if not 0 < self.width <= 4:
             raise ValueError(f"width must be in (0, 4], got {self.width}")
         for name in list(self.seen_attacks) + list(self.unseen_attacks):
@@ -79,6 +88,12 @@ class AntispoofTask(SpeechTask):
                 raise ConfigError("task.source=asvspoof2019 needs --data-root (a folder holding LA/)")
             for split in ("train", "val", "test"):
                 corpora.asvspoof_protocol(self.data_root, split)  # layout checks, before any training
+        if self.config.bonafide_dir:
+            corpora.recording_groups(self.config.bonafide_dir, "task.bonafide_dir")  # missing or empty: stop now
+        if self.config.bonafide_vctk:
+            if self.data_root is None:
+                raise ConfigError("task.bonafide_vctk needs --data-root (a folder holding VCTK-Corpus-0.92/ or VCTK-Corpus/)")
+            corpora.vctk_speakers(self.data_root)
 
     def width_slots(self) -> dict[str, int]:
         return {f"stage{i + 1}": max(1, round(w * self.config.width)) for i, w in enumerate(RESNET34_WIDTHS)}
@@ -96,13 +111,46 @@ class AntispoofTask(SpeechTask):
                     "clip_seconds": _SIZES[self.scale][3]}
         if c.source == "synthetic":
             settings.update(utterances=n_utt, seen=list(c.seen_attacks), unseen=list(c.unseen_attacks))
+            settings.update(synthesis.voice_settings(synthesis.installed_voices()))  # {} without flite/festival
+            recorded = self._recordings(split, n_utt)
+            if recorded:  # only then, so caches made without recordings stay valid
+                settings.update(recorded_share=c.recorded_share,
+                                recorded=[[str(p.resolve()), p.stat().st_size if p.is_file() else -1, sr] for p, sr in recorded])
             return cached_arrays("antispoof", settings, lambda: self._synthetic(split, settings))
         settings.update(data_root=str(self.data_root.resolve()), files=_REAL_FILES[self.scale])
         return cached_arrays("antispoof", settings, lambda: self._asvspoof(split, settings))
 
+    def _recordings(self, split: str, n_utt: int) -> list[tuple[Path, int | None]]:
+        """The split's recorded bona fide candidates, (path, expected sample rate): speakers
+        (sub-folders; VCTK speakers) or loose files disjoint between splits, at most
+        `recorded_share` of the split's utterances, picked by `data_seed`."""
+        c = self.config
+        files: list[tuple[Path, int | None]] = []
+        if c.bonafide_dir:
+            groups = corpora.recording_groups(c.bonafide_dir, "task.bonafide_dir")
+            files += [(p, None) for g in corpora.split_speakers(list(groups), split) for p in groups[g]]
+        if c.bonafide_vctk:
+            speakers = corpora.vctk_speakers(self.data_root)
+            files += [(p, 48000) for g in corpora.split_speakers(list(speakers), split) for p in speakers[g]]
+        limit = min(len(files), round(c.recorded_share * n_utt))
+        if limit < len(files):
+            keep = np.random.default_rng([c.data_seed, spoof_data.SPLIT_IDS[split]]).choice(len(files), limit, replace=False)
+            files = [files[i] for i in sorted(keep)]
+        return files
+
     def _synthetic(self, split: str, s: dict) -> dict[str, np.ndarray]:
         seen, unseen = list(self.config.seen_attacks), list(self.config.unseen_attacks)
-        arrays = spoof_data.generate_split(split, s["utterances"], s["clip_seconds"], s["seed"], seen, unseen)
+        recorded = [(Path(p), sr) for p, _, sr in s.get("recorded", [])]  # exactly what the settings name
+        voices = [tuple(v) for v in s.get("external_voices", [])]
+        arrays = spoof_data.generate_split(split, s["utterances"] - len(recorded), s["clip_seconds"], s["seed"], seen, unseen,
+                                           voices=voices)
+        if recorded:  # bad files warned about and skipped; the synthetic part keeps its size
+            good = corpora.usable_files(recorded, "recorded bona fide")
+            rec = spoof_data.generate_recorded(split, good, s["clip_seconds"], s["seed"], seen, unseen)
+            rec["utterance"] = rec["utterance"] + s["utterances"] - len(recorded)  # numbered after the synthetic ones
+            parts = [a for a in (arrays, rec) if a]
+            arrays = {k: np.concatenate([a[k] for a in parts]) for k in rec}
+            arrays["recorded"] = np.concatenate([np.full(len(a["attack"]), a is rec, np.uint8) for a in parts])
         return {**arrays, "names": np.array(seen + unseen), "n_seen": np.array(len(seen))}
 
     def _asvspoof(self, split: str, s: dict) -> dict[str, np.ndarray]:

@@ -23,7 +23,7 @@ from torch import nn
 from bench.config import ConfigError, TrainRecipe
 from bench.registry import register_task
 from tasks.base import Evaluation
-from tasks.speech import corpora, metrics, noise, vad_data
+from tasks.speech import corpora, metrics, noise, synthesis, vad_data
 from tasks.speech.cache import cached_arrays
 from tasks.speech.task import SpeechTask
 from tasks.speech.datasets import AudioDataset, batched_outputs
@@ -120,6 +120,8 @@ class VadTask(SpeechTask):
         if c.source == "vctk+esc50":
             settings["data_root"] = str(self.data_root.resolve())
             settings["real_files"] = _REAL_FILES[self.scale]
+        else:  # flite/festival voices when installed (nothing added without them)
+            settings.update(synthesis.voice_settings(synthesis.installed_voices()))
         return settings
 
     def _generate(self, split: str, settings: dict) -> dict[str, np.ndarray]:
@@ -133,7 +135,8 @@ class VadTask(SpeechTask):
         if c.noise_dir:
             loaded = corpora.load_usable(noise.noise_files(c.noise_dir), None, "noise")
             clips, kinds = [x for _, x in loaded], kinds + ["file"]
-        return vad_data.generate_synthetic(split, n, seconds, c.data_seed, snr, kinds, clips, NOISE_KINDS)
+        voices = [tuple(v) for v in settings.get("external_voices", [])]  # exactly those the settings name
+        return vad_data.generate_synthetic(split, n, seconds, c.data_seed, snr, kinds, clips, NOISE_KINDS, voices=voices)
 
     def _real_sources(self, split: str):
         speakers = corpora.vctk_speakers(self.data_root)

@@ -204,3 +204,97 @@ def test_a_missing_noise_directory_is_a_config_error(tmp_path):
 
     (found,) = noise_files(tmp_path / "noises")
     assert found.name == "fan.ogg" and corpora.read_audio(found, None).size == 8000  # any rate, resampled
+
+
+# --- a user's own recordings as bona fide speech (antispoof) -------------------------------
+def make_recordings(root: Path, speakers=("spk1", "spk2", "spk3", "spk4", "spk5"), corrupt_in: str | None = "spk1") -> Path:
+    """Sub-folder per speaker, two 22.05 kHz takes each, and one corrupt file in `corrupt_in`."""
+    for k, spk in enumerate(speakers):
+        (root / spk).mkdir(parents=True)
+        for i in (1, 2):
+            sf.write(root / spk / f"take{i}.wav", _tone(0.8, 22050, 120 + 30 * k + 10 * i, start=0.1), 22050)
+    if corrupt_in:
+        (root / corrupt_in / "take3.flac").write_bytes(b"fLaC not audio")
+    (root / "notes.txt").write_text("not audio\n")
+    return root
+
+
+def test_recording_groups_are_speakers_or_loose_files_and_bad_folders_are_one_line_errors(tmp_path):
+    make_recordings(tmp_path / "recs")
+    sf.write(tmp_path / "recs" / "loose.flac", _tone(0.5, 16000), 16000)
+    groups = corpora.recording_groups(tmp_path / "recs")
+    assert sorted(groups) == ["loose.flac", "spk1", "spk2", "spk3", "spk4", "spk5"]
+    assert [p.name for p in groups["spk1"]] == ["take1.wav", "take2.wav", "take3.flac"]
+    with pytest.raises(ConfigError, match="nowhere does not exist") as err:
+        corpora.recording_groups(tmp_path / "nowhere", "task.bonafide_dir")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no audio here")
+    with pytest.raises(ConfigError, match=r"task\.bonafide_dir .*empty holds no \.wav/\.flac/\.ogg recordings") as err:
+        corpora.recording_groups(tmp_path / "empty", "task.bonafide_dir")
+    assert "\n" not in str(err.value)
+
+
+def test_cli_names_an_empty_bonafide_dir_in_one_line_with_exit_2(tmp_path, capsys, cache_env):
+    (tmp_path / "empty").mkdir()
+    code = main(["run", "--task", "antispoof", "--method", "baseline", "--scale", "smoke", "--seed", "0",
+                 "--set", f"task.bonafide_dir={tmp_path / 'empty'}", "--store", str(tmp_path / "r.db")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and str(tmp_path / "empty") in err
+
+
+def test_antispoof_mixes_recorded_bona_fide_and_its_spoofs_disjoint_by_speaker(tmp_path, cache_env, monkeypatch):
+    import json
+
+    import tasks.antispoof
+    from tasks.antispoof import AntispoofConfig, AntispoofTask
+    from tasks.speech import cache
+
+    monkeypatch.setitem(tasks.antispoof._SIZES, "smoke", (4, 2, 6, 0.5))  # utterances per split, clip seconds
+    monkeypatch.setenv("PATH", str(tmp_path))  # no flite/festival: espeak-ng only, whatever the machine has
+    recs = make_recordings(tmp_path / "recs")
+    config = AntispoofConfig(bonafide_dir=str(recs), seen_attacks=["lpc"], unseen_attacks=["world_shift"])
+    task = AntispoofTask(config, scale="smoke")
+    # speakers (sorted) 1 -> test, 2 -> val, 3-5 -> train; at most half of a split recorded
+    chosen = {s: task._recordings(s, tasks.antispoof._SIZES["smoke"][i]) for i, s in enumerate(("train", "val", "test"))}
+    assert {p.parent.name for p, _ in chosen["test"]} == {"spk1"} and {p.parent.name for p, _ in chosen["val"]} == {"spk2"}
+    assert {p.parent.name for p, _ in chosen["train"]} <= {"spk3", "spk4", "spk5"} and len(chosen["train"]) == 2
+    assert len(chosen["test"]) == 3 and len(chosen["val"]) == 1  # test: all of spk1's, the corrupt one too
+    with pytest.warns(UserWarning, match="skipping recorded bona fide file: .*take3.flac: unreadable"):
+        d = task.data("test")
+    recorded = d["recorded"].astype(bool)
+    assert [str(x) for x in d["names"]] == ["lpc", "world_shift"] and d["audio"].shape[1] == 8000
+    # 3 synthetic + 2 usable recorded utterances, each as bona fide and through every attack (test)
+    assert (~recorded).sum() == 9 and recorded.sum() == 6
+    assert sorted(d["attack"][recorded].tolist()) == [-1, -1, 0, 0, 1, 1]
+    assert set(d["utterance"][recorded].tolist()) == {3, 4} and set(d["utterance"][~recorded].tolist()) == {0, 1, 2}
+    # cached with the file list; the same again from a fresh task; without recordings another entry
+    (manifest,) = [json.loads(m.read_text()) for m in (tmp_path / "cache" / "antispoof").glob("*/manifest.json")]
+    assert [Path(p).name for p, _, _ in manifest["settings"]["recorded"]] == [p.name for p, _ in chosen["test"]]
+    again = AntispoofTask(config, scale="smoke").data("test")
+    assert all(np.array_equal(d[k], again[k]) for k in d)
+    plain = AntispoofTask(AntispoofConfig(seen_attacks=["lpc"], unseen_attacks=["world_shift"]), scale="smoke")
+    assert "recorded" not in plain.data("test") and len(list((tmp_path / "cache" / "antispoof").iterdir())) == 2
+    assert cache.settings_hash(manifest["settings"]) == manifest["hash"]
+
+
+def test_antispoof_takes_recorded_bona_fide_from_vctk_by_speaker(tmp_path, cache_env, monkeypatch):
+    import tasks.antispoof
+    from tasks.antispoof import AntispoofConfig, AntispoofTask
+
+    monkeypatch.setitem(tasks.antispoof._SIZES, "smoke", (4, 2, 2, 0.5))
+    monkeypatch.setenv("PATH", str(tmp_path))  # espeak-ng only
+    make_vctk(tmp_path)
+    config = AntispoofConfig(bonafide_vctk=True, seen_attacks=["lpc"], unseen_attacks=["mlsa"])
+    with pytest.raises(ConfigError, match="bonafide_vctk needs --data-root"):
+        AntispoofTask(config, scale="smoke")
+    with pytest.raises(ValueError, match="source=synthetic only"):
+        AntispoofConfig(source="asvspoof2019", bonafide_vctk=True).validate()
+    task = AntispoofTask(config, scale="smoke", data_root=tmp_path)
+    picked = {s: task._recordings(s, 4) for s in ("train", "val", "test")}
+    # corpora.split_speakers: sorted speakers 0 and 5 -> test, 1 -> val, the rest train
+    assert {p.parent.name for p, _ in picked["test"]} <= {"p225", "p230"} and {p.parent.name for p, _ in picked["val"]} == {"p226"}
+    assert {p.parent.name for p, _ in picked["train"]} <= {"p227", "p228", "p229"} and len(picked["train"]) == 2
+    assert all(sr == 48000 and p.name.endswith("_mic1.flac") for files in picked.values() for p, sr in files)
+    d = task.data("test")  # 1 synthetic + 1 VCTK utterance, each bona fide + lpc + mlsa
+    assert d["audio"].shape == (6, 8000) and d["recorded"].tolist() == [0, 0, 0, 1, 1, 1]
+    assert d["attack"].tolist() == [-1, 0, 1, -1, 0, 1]

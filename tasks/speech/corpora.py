@@ -5,6 +5,8 @@
 - ESC-50 (``ESC-50-master/meta/esc50.csv`` + ``audio/*.wav``, 44.1 kHz): noise for `vad`.
 - ASVspoof2019 LA (``LA/ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.*.txt`` +
   ``LA/ASVspoof2019_LA_{train,dev,eval}/flac/*.flac``, 16 kHz): `antispoof`.
+- A user's own recordings (any folder of .wav/.flac/.ogg, `recording_groups`): recorded
+  bona fide speech for `antispoof`.
 
 A wrong layout or a missing or malformed protocol/metadata file is a setup error
 (`ConfigError`, one line naming the path and what was expected). A single bad audio file
@@ -64,6 +66,22 @@ def load_usable(paths: list[Path], expected_sr: int | None, what: str) -> list[t
             warnings.warn(f"skipping {what} file: {err}", stacklevel=2)
     if paths and not good:
         raise ConfigError(f"no usable {what} audio among {len(paths)} files (first problem: {bad[0]})")
+    return good
+
+
+def usable_files(files: list[tuple[Path, int | None]], what: str) -> list[tuple[Path, int | None]]:
+    """`load_usable` without keeping the audio (there may be thousands): the (path, expected
+    rate) pairs that read well; bad ones warned about and skipped; ConfigError if none is left."""
+    good, first_bad = [], None
+    for path, expected_sr in files:
+        try:
+            read_audio(path, expected_sr)
+            good.append((path, expected_sr))
+        except AudioError as err:
+            first_bad = first_bad or str(err)
+            warnings.warn(f"skipping {what} file: {err}", stacklevel=2)
+    if files and not good:
+        raise ConfigError(f"no usable {what} audio among {len(files)} files (first problem: {first_bad})")
     return good
 
 
@@ -158,3 +176,23 @@ def asvspoof_protocol(data_root: Path, split: str) -> list[ProtocolEntry]:
     if not entries:
         raise ConfigError(f"{proto} is empty: expected one line per utterance")
     return entries
+
+
+# --- a user's own recordings -------------------------------------------------------------
+RECORDING_SUFFIXES = (".wav", ".flac", ".ogg")
+
+
+def recording_groups(directory: str | Path, what: str = "recordings folder") -> dict[str, list[Path]]:
+    """Group -> sorted recordings under `directory`: a sub-folder's files are one group (a
+    speaker, kept within one split), a file directly in `directory` is a group of its own."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise ConfigError(f"{what} {root} does not exist (expected a folder of .wav/.flac/.ogg recordings)")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in RECORDING_SUFFIXES and p.is_file())
+    if not files:
+        raise ConfigError(f"{what} {root} holds no .wav/.flac/.ogg recordings")
+    groups: dict[str, list[Path]] = {}
+    for path in files:
+        parts = path.relative_to(root).parts
+        groups.setdefault(parts[0], []).append(path)  # the sub-folder, or the file itself
+    return groups

@@ -42,13 +42,15 @@ UtteranceSource = Callable[[np.random.Generator], np.ndarray]
 NoiseSource = Callable[[np.random.Generator, int], tuple[str, np.ndarray]]
 
 
-def synthetic_sources(split: str, noise_types: list[str], noise_clips: list[np.ndarray] | None = None) -> tuple[UtteranceSource, NoiseSource]:
-    """espeak-ng utterances of the split's voices; noise of `noise_types` ("babble": other
-    voices of the split; "file": one of `noise_clips`)."""
+def synthetic_sources(split: str, noise_types: list[str], noise_clips: list[np.ndarray] | None = None,
+                      voices: list[tuple[str, str]] = ()) -> tuple[UtteranceSource, NoiseSource]:
+    """espeak-ng utterances of the split's voices (and of its flite/festival `voices`, see
+    `synthesis.random_voice`); noise of `noise_types` ("babble": other espeak-ng voices of
+    the split; "file": one of `noise_clips`)."""
     synth = Synthesizer()
 
     def utterance(rng: np.random.Generator) -> np.ndarray:
-        return synth.say(sentences(rng, 1)[0], random_voice(rng, split))
+        return synth.say(sentences(rng, 1)[0], random_voice(rng, split, voices))
 
     def noise(rng: np.random.Generator, n: int) -> tuple[str, np.ndarray]:
         kind = noise_types[rng.integers(len(noise_types))]
@@ -109,15 +111,18 @@ def generate_clips(start: int, stop: int, split: str, clip_seconds: float, seed:
 
 
 def _synthetic_shard(start: int, stop: int, split: str, clip_seconds: float, seed: int, snr_range: tuple[float, float],
-                     noise_types: list[str], noise_clips: list[np.ndarray] | None, noise_kinds: list[str]) -> dict[str, np.ndarray]:
-    utterance, noise_source = synthetic_sources(split, noise_types, noise_clips)
+                     noise_types: list[str], noise_clips: list[np.ndarray] | None, noise_kinds: list[str],
+                     voices: list[tuple[str, str]] = ()) -> dict[str, np.ndarray]:
+    utterance, noise_source = synthetic_sources(split, noise_types, noise_clips, voices)
     return generate_clips(start, stop, split, clip_seconds, seed, snr_range, utterance, noise_source, noise_kinds)
 
 
 def generate_synthetic(split: str, n_clips: int, clip_seconds: float, seed: int, snr_range: tuple[float, float],
                        noise_types: list[str], noise_clips: list[np.ndarray] | None, noise_kinds: list[str],
-                       progress: bool = True) -> dict[str, np.ndarray]:
+                       progress: bool = True, voices: list[tuple[str, str]] = ()) -> dict[str, np.ndarray]:
     """A whole synthetic split, made in shards of `SHARD` clips, each in a fresh process
-    (`tasks.speech.shards`): the same arrays for the same arguments, always."""
-    args = (split, clip_seconds, seed, tuple(snr_range), list(noise_types), noise_clips, list(noise_kinds))
+    (`tasks.speech.shards`): the same arrays for the same arguments, always. `voices`:
+    flite/festival (engine, voice) pairs to draw from as well."""
+    args = (split, clip_seconds, seed, tuple(snr_range), list(noise_types), noise_clips, list(noise_kinds),
+            [tuple(v) for v in voices])
     return run_shards(_synthetic_shard, n_clips, SHARD, args, desc=f"vad {split} data", progress=progress)
