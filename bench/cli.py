@@ -5,6 +5,7 @@ Every error the user can cause ends as one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from bench.config import SCALES, ConfigError
@@ -53,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                          epilog="Finished runs are skipped, so an interrupted command resumes where it stopped.")
     _add_grid(run)
     run.add_argument("--threads", type=int, default=1,
-                     help="torch CPU threads per run; small speech models gain little from more, and lose much when the cores are busy (use sweep to run several runs at once)")
+                     help="torch CPU threads per run; small speech models gain little from more, and lose much when the cores are busy")
+    run.add_argument("--jobs", type=int, default=None,
+                     help="runs at once, each in its own process (default: env BENCH_JOBS, else this machine's cores / --threads; 1 = all in this process)")
 
     sweep = sub.add_parser("sweep", help="the same runs as Ray Tune trials, on a local Ray instance or a cluster", formatter_class=_Formatter,
                            epilog="Every node must reach the store: use an SQLAlchemy URL (e.g. PostgreSQL) on a multi-node cluster.")
@@ -113,12 +116,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.store import ResultStore
     from reports.tables import summary_frame
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    jobs = _jobs(args.jobs, args.threads)
+    torch.set_num_threads(args.threads)
     specs = plan_runs(args.task, args.method, args.seed, args.scale, args.settings, args.data_root)
     store = ResultStore(args.store, args.models_dir)
-    print(f"{len(specs)} run(s) -> {store.location}", file=sys.stderr)
-    outcomes = run_all(specs, store, progress=not args.quiet)
+    print(f"{len(specs)} run(s), {min(jobs, len(specs))} at once -> {store.location}", file=sys.stderr)
+    outcomes = run_all(specs, store, progress=not args.quiet, jobs=jobs, threads=args.threads)
     rows = [row for o in outcomes for row in o.rows]
     with _wide_pandas():
         print(summary_frame(rows).to_string(index=False))
@@ -130,6 +135,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"bench run: error: report not written: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
     return 1 if counts["failed"] else 0
+
+
+def _jobs(given: int | None, threads: int) -> int:
+    if given is None and os.environ.get("BENCH_JOBS"):
+        try:
+            given = int(os.environ["BENCH_JOBS"])
+        except ValueError:
+            raise ConfigError(f"BENCH_JOBS must be a whole number of runs at once, got {os.environ['BENCH_JOBS']!r}") from None
+    if given is not None and given < 1:
+        raise ConfigError(f"--jobs (or BENCH_JOBS) must be >= 1, got {given}")
+    return given or max(1, len(os.sched_getaffinity(0)) // threads)
 
 
 def _write_report(store, out: str | None = None, tasks: list[str] | None = None) -> str:

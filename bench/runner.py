@@ -179,7 +179,8 @@ def execute(spec: RunSpec, store: ResultStore, progress: bool = True) -> RunOutc
     status, reason = "done", None
     try:
         task, method = spec.build_task(), spec.build_method()
-        ctx = RunContext(task=task, seed=spec.seed, recipe=spec.recipe, progress=progress, store_url=store.url, run_key=spec.run_key)
+        ctx = RunContext(task=task, seed=spec.seed, recipe=spec.recipe, progress=progress, store_url=store.url, run_key=spec.run_key,
+                         models_dir=store.models_dir)
         for index, candidate in enumerate(method.candidates(ctx)):
             rows.append(_finish_candidate(spec, store, ctx, index, candidate))
     except Exception as err:  # a failed run is stored with its reason; the others go on
@@ -252,11 +253,78 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def run_all(specs: list[RunSpec], store: ResultStore, progress: bool = True) -> list[RunOutcome]:
-    """Execute specs in order with a progress bar over runs; failures do not stop the rest."""
-    outcomes = []
-    bar = tqdm(specs, desc="runs", unit="run", disable=not progress or None, dynamic_ncols=True)
-    for spec in bar:
-        bar.set_postfix_str(f"{spec.task}/{spec.method} seed {spec.seed}")
-        outcomes.append(execute(spec, store, progress=progress))
-    return outcomes
+def run_all(specs: list[RunSpec], store: ResultStore, progress: bool = True, jobs: int = 1, threads: int = 1) -> list[RunOutcome]:
+    """Execute specs with a progress bar over runs; failures do not stop the rest.
+
+    `jobs` > 1 runs that many specs at once, each in a worker process with `threads` torch
+    threads: small models use one core badly, so runs side by side use a machine's cores far
+    better than threads within a run. Every run is stored by its worker as it finishes.
+    """
+    if jobs <= 1 or len(specs) <= 1:
+        outcomes = []
+        bar = tqdm(specs, desc="runs", unit="run", disable=not progress or None, dynamic_ncols=True)
+        for spec in bar:
+            bar.set_postfix_str(f"{spec.task}/{spec.method} seed {spec.seed}")
+            outcomes.append(execute(spec, store, progress=progress))
+        return outcomes
+    return _run_parallel(specs, store, progress, jobs, threads)
+
+
+def prepare_data(specs: list[RunSpec]) -> None:
+    """Build each task's data once, here, before worker processes would race to build it."""
+    seen = set()
+    for spec in specs:
+        key = (spec.task, config_hash(to_dict(spec.task_config)), spec.scale, str(spec.data_root))
+        if key not in seen:
+            seen.add(key)
+            spec.build_task().prepare()
+
+
+def _run_parallel(specs: list[RunSpec], store: ResultStore, progress: bool, jobs: int, threads: int) -> list[RunOutcome]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    todo = [s for s in specs if store.run_status(s.run_key) != "ok"]
+    prepare_data(todo)
+    outcomes: list[RunOutcome | None] = [None] * len(specs)
+    for i, spec in enumerate(specs):
+        if store.run_status(spec.run_key) == "ok":
+            outcomes[i] = RunOutcome(spec, "skipped", store.rows(run_key=spec.run_key))
+    # spawn, not fork: forking a process that has run torch can deadlock its thread pools
+    pool = ProcessPoolExecutor(min(jobs, len(todo)) or 1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init, initargs=(store.url, str(store.models_dir), threads))
+    bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc=f"runs ({jobs} at once)", unit="run",
+               disable=not progress or None, dynamic_ncols=True)
+    try:
+        futures = {pool.submit(_worker_execute, spec): i for i, spec in enumerate(specs) if outcomes[i] is None}
+        for future in as_completed(futures):
+            i = futures[future]
+            try:
+                outcomes[i] = future.result()
+            except Exception as err:  # the worker died (e.g. out of memory): the run is redone on resume
+                outcomes[i] = RunOutcome(specs[i], "failed", [], _one_line(err))
+            bar.set_postfix_str(f"{specs[i].task}/{specs[i].method} seed {specs[i].seed}: {outcomes[i].status}")
+            bar.update()
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        bar.close()
+    pool.shutdown()
+    return [o for o in outcomes if o is not None]
+
+
+_WORKER_STORE: ResultStore | None = None
+
+
+def _worker_init(store_url: str, models_dir: str, threads: int) -> None:
+    import torch
+
+    global _WORKER_STORE
+    torch.set_num_threads(threads)
+    _WORKER_STORE = ResultStore(store_url, models_dir)
+
+
+def _worker_execute(spec: RunSpec) -> RunOutcome:
+    assert _WORKER_STORE is not None, "worker not initialised"
+    return execute(spec, _WORKER_STORE, progress=False)  # one bar, the parent's: workers' bars would interleave

@@ -8,6 +8,7 @@ stores it, so every method is measured the same way. A method that trains by its
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
 from torch import nn
@@ -39,6 +40,7 @@ class RunContext:
     progress: bool = True
     store_url: str | None = None  # the result store's SQLAlchemy URL, for methods that keep state there (Optuna)
     run_key: str = ""  # this run's key in the store, e.g. to name an Optuna study
+    models_dir: Path | None = None  # the store's models folder, for state shared between runs (pre-trained models)
 
     def train(self, model: nn.Module, hooks: TrainingHooks | None = None, recipe: TrainRecipe | None = None, desc: str = "train") -> TrainReport:
         """Train `model` in place with the shared loop (the run's recipe unless one is given)."""

@@ -112,6 +112,10 @@ class Task:
         """The ``train``, ``val`` or ``test`` split; items are whatever `loss` takes batched."""
         raise NotImplementedError
 
+    def prepare(self) -> None:
+        """Build (generate, download-free) and cache every split now; the runner calls it once
+        before parallel runs so worker processes read the data rather than race to build it."""
+
     def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
         """Scalar training loss of `model` on one batch of `dataset("train")`."""
         raise NotImplementedError

@@ -6,6 +6,13 @@ import torch
 from bench import registry
 
 
+@pytest.fixture(autouse=True)
+def serial_runs(monkeypatch):
+    """`bench run` in this process (BENCH_JOBS=1), so monkeypatches reach the runs; the tests
+    of parallel runs ask for --jobs explicitly."""
+    monkeypatch.setenv("BENCH_JOBS", "1")
+
+
 @pytest.fixture
 def store_path(tmp_path):
     return str(tmp_path / "results.db")

@@ -197,3 +197,40 @@ def test_a_task_with_several_model_families_runs_each_unless_one_is_chosen():
     assert len({s.run_key for s in specs}) == len(families)
     chosen = plan_runs(["vad"], ["baseline"], [0], "smoke", ["task.model=transformer"])
     assert [s.task_config.model for s in chosen] == ["transformer"]
+
+
+def test_parallel_jobs_store_the_same_rows_as_one_process(tmp_path, capsys):
+    grid = ["--method", "baseline", "magnitude", "--seed", "0", "1", "--set", "magnitude.ratios=0.5", "--set", "train.steps=200"]
+    serial, parallel = str(tmp_path / "serial.db"), str(tmp_path / "parallel.db")
+    assert main(["run", *SMOKE, *grid, "--store", serial, "--jobs", "1"]) == 0
+    assert main(["run", *SMOKE, *grid, "--store", parallel, "--jobs", "2"]) == 0
+    assert "4 run(s) done" in capsys.readouterr().out
+
+    def metrics(path):
+        return sorted((r["method"], r["seed"], r["label"], r["error"], r["nonzero_flops"]) for r in ResultStore(path).rows())
+
+    assert metrics(serial) == metrics(parallel)
+    # each seed's dense model was trained once and saved for later runs
+    assert len(list((tmp_path / "parallel-models" / "pretrained").glob("*.pt"))) == 2
+
+
+def test_a_second_pruning_run_loads_the_saved_dense_model(store_path, monkeypatch):
+    grid = ["--method", "magnitude", "--seed", "0", "--set", "train.steps=100"]
+    assert main(["run", *SMOKE, *grid, "--set", "magnitude.ratios=0.5", "--store", store_path]) == 0
+    from methods.pruning import pretrain
+
+    pretrain._CACHE.clear()  # as in a new process: only the file is left
+    trained = []
+    real_train = bench.training.train
+    monkeypatch.setattr(bench.training, "train", lambda *a, desc="", **k: trained.append(desc) or real_train(*a, desc=desc, **k))
+    assert main(["run", *SMOKE, *grid, "--set", "magnitude.ratios=0.25", "--store", store_path]) == 0
+    assert trained and not any("pre-training" in d for d in trained)
+    first, second = sorted(ResultStore(store_path).rows(), key=lambda r: -r["info"]["target_ratio"])
+    assert first["search_seconds"] - first["train_seconds"] >= 0 and second["search_seconds"] > second["train_seconds"]
+
+
+@pytest.mark.parametrize("argv,message", [(["--jobs", "0"], "--jobs (or BENCH_JOBS) must be >= 1, got 0"),
+                                          (["--threads", "0"], "--threads must be >= 1, got 0")])
+def test_bad_jobs_or_threads_is_one_line(argv, message, store_path, capsys):
+    assert main(["run", *SMOKE, "--method", "baseline", *argv, "--store", store_path]) == 2
+    assert message in capsys.readouterr().err

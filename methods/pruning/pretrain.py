@@ -1,12 +1,22 @@
 """The dense model both pruning methods start from, trained once per (task, recipe, seed).
 
-Runs of one method and seed differ only in the knob (the target), so the dense model is
-the same for all of them; it is kept in memory for the process, and its training time is
-charged to every run that uses it (search cost), as if each had trained it.
+Runs of one method and seed differ only in the knob (the target), and magnitude and
+structured pruning start from the same dense model, so it is trained once: kept in memory
+for the process and, when the run has a models folder, saved there (``pretrained/``) so
+parallel worker processes and resumed jobs load it instead of training it again. A file
+lock makes a second process wait for the first one's model rather than train its own.
+Its training time is charged to every run that uses it (search cost), as if each had
+trained it.
 """
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -23,12 +33,51 @@ def pretrained_dense(ctx) -> tuple[nn.Module, float]:
     key = json.dumps([task.name, to_dict(task.config), task.scale, str(task.data_root), to_dict(ctx.recipe), ctx.seed], sort_keys=True)
     torch.manual_seed(ctx.seed)
     model = task.build_model()
-    if key in _CACHE:
-        state, seconds = _CACHE[key]
-        model.load_state_dict(state)
-        return model.eval(), seconds
-    report = ctx.train(model, desc=f"{task.name} dense pre-training")
-    if len(_CACHE) >= _CACHE_SIZE:
-        _CACHE.pop(next(iter(_CACHE)))
-    _CACHE[key] = ({k: v.detach().clone() for k, v in model.state_dict().items()}, report.seconds)
-    return model.eval(), report.seconds
+    if key not in _CACHE:
+        folder = getattr(ctx, "models_dir", None)
+        path = Path(folder) / "pretrained" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt" if folder else None
+        with _locked(path):
+            state_seconds = _read(path, key)
+            if state_seconds is None:
+                report = ctx.train(model, desc=f"{task.name} dense pre-training")
+                state_seconds = ({k: v.detach().clone() for k, v in model.state_dict().items()}, report.seconds)
+                _write(path, key, *state_seconds)
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = state_seconds
+    state, seconds = _CACHE[key]
+    model.load_state_dict(state)
+    return model.eval(), seconds
+
+
+@contextmanager
+def _locked(path: Path | None):
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if the process dies
+        yield
+
+
+def _read(path: Path | None, key: str) -> tuple[dict, float] | None:
+    if path is None or not path.exists():
+        return None
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("key") != key:  # a hash collision or a foreign file: train instead
+        return None
+    return payload["state_dict"], float(payload["seconds"])
+
+
+def _write(path: Path | None, key: str, state: dict, seconds: float) -> None:
+    if path is None:
+        return
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:  # atomic: a crash never leaves half a model that a later run would trust
+        torch.save({"key": key, "state_dict": state, "seconds": seconds}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

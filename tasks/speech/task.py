@@ -41,5 +41,9 @@ class SpeechTask(Task):
             self._splits[split] = self.build_split(split)
         return self._splits[split]
 
+    def prepare(self) -> None:
+        for split in SPLITS:
+            self.data(split)
+
     def build_split(self, split: str) -> dict[str, np.ndarray]:
         raise NotImplementedError
