@@ -10,7 +10,8 @@ Per run: train the dense model (search cost), then `steps` times: find by bisect
 many of the smallest-magnitude weights (ranked over all pruned layers together) must be
 zero for the step's ratio (geometric schedule to the target), prune them with
 `prune.global_unstructured`, fine-tune briefly (search cost); at the end fine-tune with
-the full recipe (train time) and make the masks permanent (`prune.remove`).
+`finetune` of the recipe's steps (train time; half by default: the weights are trained
+already) and make the masks permanent (`prune.remove`).
 Pruned: the weights of every Linear, convolution and recurrent layer; with
 `include_head=false` the last of them (the head) stays dense, but then its FLOPs are a
 floor under the ratio (on the synthetic task 24%, so 0.125 and 0.0625 are out of reach).
@@ -38,6 +39,7 @@ class MagnitudeConfig:
     ratios: list[float] = field(default_factory=lambda: [0.5, 0.25, 0.125, 0.0625])  # target non-zero FLOP ratio of the dense model; one run per value
     steps: int = 4  # prune + fine-tune iterations on the way to the target
     step_finetune: float = 0.1  # fine-tuning after each intermediate step, as a fraction of the recipe's steps
+    finetune: float = 0.5  # fine-tuning at the target, as a fraction of the recipe's steps
     include_head: bool = True  # prune the last layer's weights too (zeros only; its outputs stay)
     max_sparsity: float = 0.995  # never zero more than this share of the pruned weights
 
@@ -49,6 +51,8 @@ class MagnitudeConfig:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if not 0 <= self.step_finetune <= 1:
             raise ValueError(f"step_finetune must be in [0, 1], got {self.step_finetune}")
+        if not 0 < self.finetune <= 1:
+            raise ValueError(f"finetune must be in (0, 1], got {self.finetune}")
         if not 0 < self.max_sparsity < 1:
             raise ValueError(f"max_sparsity must be in (0, 1), got {self.max_sparsity}")
 
@@ -89,6 +93,7 @@ class Magnitude(Method):
         task, cfg = ctx.task, self.config
         example = task.example_input()
         short = replace(ctx.recipe, steps=max(1, round(cfg.step_finetune * ctx.recipe.steps)))
+        final = replace(ctx.recipe, steps=max(1, round(cfg.finetune * ctx.recipe.steps)))
         for target in cfg.ratios:
             model, search_seconds = pretrained_dense(ctx)
             dense = measure(model, example).flops
@@ -117,7 +122,7 @@ class Magnitude(Method):
                 trace.append({"step_target": round(step_target, 5), "sparsity": round(k / total, 5), "nonzero_ratio": round(ratio_of(k), 5)})
                 if i < cfg.steps - 1 and cfg.step_finetune > 0:
                     search_seconds += ctx.train(model, recipe=short, desc=f"{task.name}/magnitude step {i + 1}").seconds
-            report = ctx.train(model, desc=f"{task.name}/magnitude ratio={target} fine-tune")
+            report = ctx.train(model, recipe=final, desc=f"{task.name}/magnitude ratio={target} fine-tune")
             for m, n in params:
                 if prune.is_pruned(m) and hasattr(m, n + "_mask"):
                     prune.remove(m, n)

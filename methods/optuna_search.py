@@ -31,9 +31,9 @@ SAMPLERS = ("nsga2", "tpe")
 
 @dataclass(frozen=True)
 class OptunaConfig:
-    trials: int = 16  # completed trials per search (resumed searches count earlier ones)
+    trials: int = 8  # completed trials per search (resumed searches count earlier ones); each trains a model
     sampler: str = "nsga2"  # nsga2 (NSGA-II) | tpe (multivariate multi-objective TPE)
-    population: int = 8  # NSGA-II population size; TPE: random startup trials
+    population: int = 4  # NSGA-II population size; TPE: random startup trials
     slots: list[str] = field(default_factory=list)  # searched slots; empty = all (the rest stay at full width)
     log_widths: bool = True  # sample widths on a log scale (as many small models as large ones)
     start_full: bool = True  # the first trial is the full-width model

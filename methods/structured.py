@@ -21,7 +21,8 @@ whose outputs are no slot (the classifier's logits) are torch-pruning ignored la
 Per run: train the dense model (search cost), then `steps` times: build the graph, score
 the groups, remove the globally cheapest features until the counter gives the step's
 FLOP ratio (geometric schedule to the target), fine-tune briefly (search cost); at the
-end fine-tune with the full recipe (train time).
+end fine-tune with `finetune` of the recipe's steps (train time; half by default: the
+weights are trained already).
 """
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ class StructuredConfig:
     importance: str = "magnitude"  # magnitude (group L2 of each feature's weights) | taylor (|w * dL/dw| over taylor_batches)
     steps: int = 4  # prune steps on the way to the target
     step_finetune: float = 0.1  # fine-tuning between steps, as a fraction of the recipe's steps
+    finetune: float = 0.5  # fine-tuning at the target, as a fraction of the recipe's steps
     taylor_batches: int = 4  # training batches whose gradients the taylor importance sums
     slots: list[str] = field(default_factory=list)  # slots to prune; empty = all of the task's slots
 
@@ -62,6 +64,8 @@ class StructuredConfig:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if not 0 <= self.step_finetune <= 1:
             raise ValueError(f"step_finetune must be in [0, 1], got {self.step_finetune}")
+        if not 0 < self.finetune <= 1:
+            raise ValueError(f"finetune must be in (0, 1], got {self.finetune}")
         if self.taylor_batches < 1:
             raise ValueError(f"taylor_batches must be >= 1, got {self.taylor_batches}")
 
@@ -91,6 +95,7 @@ class Structured(Method):
 
         dense = flops_at(task.width_slots())
         short = replace(ctx.recipe, steps=max(1, round(cfg.step_finetune * ctx.recipe.steps)))
+        final = replace(ctx.recipe, steps=max(1, round(cfg.finetune * ctx.recipe.steps)))
         for target in cfg.ratios:
             model, search_seconds = pretrained_dense(ctx)
             widths, trace, grouped = task.resolve_widths(None), [], {}
@@ -112,7 +117,7 @@ class Structured(Method):
                 trace.append({"step_target": round(step_target, 5), "ratio": round(flops_at(widths) / dense, 5), "widths": dict(widths)})
                 if i < cfg.steps - 1 and cfg.step_finetune > 0:
                     search_seconds += ctx.train(model, recipe=short, desc=f"{task.name}/structured step {i + 1}").seconds
-            report = ctx.train(model, desc=f"{task.name}/structured ratio={target} fine-tune")
+            report = ctx.train(model, recipe=final, desc=f"{task.name}/structured ratio={target} fine-tune")
             ratio = flops_at(widths) / dense  # the counter on the task's model at these widths: the pruned model's shapes
             yield Candidate(
                 model=model.eval(), widths=dict(widths), label=f"ratio={target}", train_seconds=report.seconds, search_seconds=search_seconds,

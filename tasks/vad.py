@@ -30,10 +30,10 @@ from tasks.speech.datasets import AudioDataset, batched_outputs
 from tasks.speech.vad_models import CRNN, TransformerVAD
 
 # Clips per split (train, val, test) and clip length in seconds, per scale.
-_SIZES = {"smoke": (24, 8, 16, 2.0), "small": (1000, 100, 300, 4.0), "full": (8000, 500, 2000, 4.0)}
+_SIZES = {"smoke": (24, 8, 16, 2.0), "small": (1600, 150, 300, 2.0), "full": (8000, 500, 2000, 4.0)}
 _RECIPES = {
     "smoke": TrainRecipe(steps=20, batch_size=8, lr=3e-3),
-    "small": TrainRecipe(steps=400, batch_size=32, lr=3e-3),
+    "small": TrainRecipe(steps=150, batch_size=16, lr=5e-3),
     "full": TrainRecipe(steps=4000, batch_size=32, lr=2e-3),
 }
 # Real-corpus utterances read per split (0 = all), per scale.
