@@ -9,12 +9,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from itertools import cycle
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, TensorDataset
 from tqdm.auto import tqdm
 
 from bench.config import TrainRecipe
@@ -57,6 +56,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _loader(dataset: Dataset, batch_size: int, generator: torch.Generator) -> DataLoader:
+    """Shuffled batches, `drop_last`. A dataset that takes a list of indices (tensor-backed:
+    TensorDataset, or one marked `batch_indexing = True`) is indexed once per batch: item by
+    item, the Python overhead of a small model's step is larger than the step itself."""
+    if isinstance(dataset, TensorDataset) or getattr(dataset, "batch_indexing", False):
+        batches = BatchSampler(RandomSampler(dataset, generator=generator), batch_size, drop_last=True)
+        return DataLoader(dataset, sampler=batches, batch_size=None, generator=generator)  # the same batches as shuffle=True
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator)
+
+
+def _forever(loader: DataLoader):
+    """Batches epoch after epoch, reshuffled each epoch."""
+    while True:
+        yield from loader
+
+
 def train(
     task: Any,
     model: nn.Module,
@@ -70,7 +85,7 @@ def train(
     recipe = recipe or task.recipe()
     hooks = hooks or TrainingHooks()
     generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(task.dataset("train"), batch_size=recipe.batch_size, shuffle=True, drop_last=True, generator=generator)
+    loader = _loader(task.dataset("train"), recipe.batch_size, generator)
     if len(loader) == 0:
         raise ValueError(f"training split of {task.name} has fewer examples than batch_size={recipe.batch_size}")
     params = hooks.parameters(model) or model.parameters()
@@ -79,7 +94,7 @@ def train(
     model.train()
     losses: list[float] = []
     start = time.perf_counter()
-    batches = cycle(loader)
+    batches = _forever(loader)
     bar = tqdm(range(recipe.steps), desc=desc, leave=False, disable=not progress or None, dynamic_ncols=True)
     for step in bar:
         loss = task.loss(model, next(batches))

@@ -234,3 +234,24 @@ def test_a_second_pruning_run_loads_the_saved_dense_model(store_path, monkeypatc
 def test_bad_jobs_or_threads_is_one_line(argv, message, store_path, capsys):
     assert main(["run", *SMOKE, "--method", "baseline", *argv, "--store", store_path]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_batch_indexed_loader_gives_the_same_batches_and_reshuffles_each_epoch():
+    import numpy as np
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from bench.training import _forever, _loader
+    from tasks.speech.datasets import AudioDataset
+
+    datasets = [TensorDataset(torch.randn(20, 3), torch.randn(20)),
+                AudioDataset(np.arange(20 * 6, dtype=np.int16).reshape(20, 6), np.arange(20, dtype=np.float32))]
+    for ds in datasets:
+        item_by_item = DataLoader(ds, batch_size=4, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(3))
+        batched = _loader(ds, 4, torch.Generator().manual_seed(3))
+        assert batched.batch_size is None  # indexed once per batch
+        for x, y in zip(item_by_item, batched):
+            assert all(torch.equal(a, b) for a, b in zip(x, y))
+    stream = _forever(_loader(datasets[1], 5, torch.Generator().manual_seed(0)))
+    epochs = [[next(stream)[1].tolist() for _ in range(4)] for _ in range(2)]
+    assert sorted(sum(epochs[0], [])) == list(range(20))  # each epoch sees every example once
+    assert epochs[0] != epochs[1]  # and in a new order

@@ -9,7 +9,10 @@ from torch.utils.data import Dataset
 
 class AudioDataset(Dataset):
     """Items ``(waveform float32 in [-1, 1], target float32)`` from int16 audio rows; the
-    conversion happens per item so a split is held in memory as int16."""
+    conversion happens per item so a split is held in memory as int16. Indexing with a list
+    of indices gives a whole batch at once (`batch_indexing`, used by the training loop)."""
+
+    batch_indexing = True
 
     def __init__(self, audio: np.ndarray, targets: np.ndarray):
         if len(audio) != len(targets):
