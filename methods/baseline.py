@@ -6,6 +6,7 @@ from typing import Iterator
 
 from bench.registry import register_method
 from methods.base import Candidate, Method, RunContext
+from methods.pruning.pretrain import dense_model
 
 
 @dataclass(frozen=True)
@@ -23,5 +24,10 @@ class Baseline(Method):
 
     def candidates(self, ctx: RunContext) -> Iterator[Candidate]:
         widths = ctx.task.resolve_widths(self.config.widths)
-        label = "dense" if widths == ctx.task.width_slots() else ",".join(f"{k}={v}" for k, v in widths.items())
+        if widths == ctx.task.width_slots():  # the dense model, shared with the pruning methods' starting point
+            model, report = dense_model(ctx)
+            yield Candidate(model=model, widths=widths, label="dense", train_seconds=report["seconds"],
+                            info={"final_train_loss": report["final_loss"], "loss_curve": report["loss_curve"]})
+            return
+        label = ",".join(f"{k}={v}" for k, v in widths.items())
         yield Candidate(model=ctx.task.build_model(widths), widths=widths, label=label, needs_training=True)

@@ -224,7 +224,7 @@ def test_a_second_pruning_run_loads_the_saved_dense_model(store_path, monkeypatc
     real_train = bench.training.train
     monkeypatch.setattr(bench.training, "train", lambda *a, desc="", **k: trained.append(desc) or real_train(*a, desc=desc, **k))
     assert main(["run", *SMOKE, *grid, "--set", "magnitude.ratios=0.25", "--store", store_path]) == 0
-    assert trained and not any("pre-training" in d for d in trained)
+    assert trained and not any("dense training" in d for d in trained)
     first, second = sorted(ResultStore(store_path).rows(), key=lambda r: -r["info"]["target_ratio"])
     assert first["search_seconds"] - first["train_seconds"] >= 0 and second["search_seconds"] > second["train_seconds"]
 
@@ -255,3 +255,15 @@ def test_batch_indexed_loader_gives_the_same_batches_and_reshuffles_each_epoch()
     epochs = [[next(stream)[1].tolist() for _ in range(4)] for _ in range(2)]
     assert sorted(sum(epochs[0], [])) == list(range(20))  # each epoch sees every example once
     assert epochs[0] != epochs[1]  # and in a new order
+
+
+def test_the_dense_baseline_is_the_model_pruning_starts_from(store_path, monkeypatch):
+    grid = ["--seed", "0", "--set", "train.steps=100", "--store", store_path]
+    assert main(["run", *SMOKE, "--method", "magnitude", "--set", "magnitude.ratios=0.5", *grid]) == 0
+    trained = []
+    real_train = bench.training.train
+    monkeypatch.setattr(bench.training, "train", lambda *a, desc="", **k: trained.append(desc) or real_train(*a, desc=desc, **k))
+    assert main(["run", *SMOKE, "--method", "baseline", *grid]) == 0
+    assert trained == []  # loaded, not trained again
+    base, = ResultStore(store_path).rows(method="baseline")
+    assert base["train_seconds"] > 0 and base["info"]["final_train_loss"] > 0 and base["label"] == "dense"

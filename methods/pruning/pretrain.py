@@ -1,7 +1,8 @@
-"""The dense model both pruning methods start from, trained once per (task, recipe, seed).
+"""The dense model trained once per (task, recipe, seed): the baseline's candidate and the
+model both pruning methods start from.
 
-Runs of one method and seed differ only in the knob (the target), and magnitude and
-structured pruning start from the same dense model, so it is trained once: kept in memory
+Runs of one method and seed differ only in the knob (the target), and the baseline,
+magnitude and structured pruning all use the same dense model, so it is trained once: kept in memory
 for the process and, when the run has a models folder, saved there (``pretrained/``) so
 parallel worker processes and resumed jobs load it instead of training it again. A file
 lock makes a second process wait for the first one's model rather than train its own.
@@ -23,31 +24,39 @@ from torch import nn
 
 from bench.config import to_dict
 
-_CACHE: dict[str, tuple[dict, float]] = {}
+_CACHE: dict[str, tuple[dict, dict]] = {}
 _CACHE_SIZE = 4
 
 
 def pretrained_dense(ctx) -> tuple[nn.Module, float]:
     """A dense model of `ctx.task` trained with `ctx.recipe` and `ctx.seed`, and the seconds it took."""
+    model, report = dense_model(ctx)
+    return model, report["seconds"]
+
+
+def dense_model(ctx) -> tuple[nn.Module, dict]:
+    """The dense model and its training report (seconds, final_loss, loss_curve)."""
     task = ctx.task
     key = json.dumps([task.name, to_dict(task.config), task.scale, str(task.data_root), to_dict(ctx.recipe), ctx.seed], sort_keys=True)
     torch.manual_seed(ctx.seed)
     model = task.build_model()
-    if key not in _CACHE:
-        folder = getattr(ctx, "models_dir", None)
-        path = Path(folder) / "pretrained" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt" if folder else None
+    folder = getattr(ctx, "models_dir", None)
+    path = Path(folder) / "pretrained" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt" if folder else None
+    memo = f"{path}|{key}"  # per store: runs into another store never see this one's models
+    if memo not in _CACHE:
         with _locked(path):
-            state_seconds = _read(path, key)
-            if state_seconds is None:
-                report = ctx.train(model, desc=f"{task.name} dense pre-training")
-                state_seconds = ({k: v.detach().clone() for k, v in model.state_dict().items()}, report.seconds)
-                _write(path, key, *state_seconds)
+            found = _read(path, key)
+            if found is None:
+                report = ctx.train(model, desc=f"{task.name} dense training")
+                found = ({k: v.detach().clone() for k, v in model.state_dict().items()},
+                         {"seconds": report.seconds, "final_loss": report.final_loss, "loss_curve": report.loss_curve})
+                _write(path, key, *found)
         if len(_CACHE) >= _CACHE_SIZE:
             _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = state_seconds
-    state, seconds = _CACHE[key]
+        _CACHE[memo] = found
+    state, report = _CACHE[memo]
     model.load_state_dict(state)
-    return model.eval(), seconds
+    return model.eval(), dict(report)
 
 
 @contextmanager
@@ -61,22 +70,22 @@ def _locked(path: Path | None):
         yield
 
 
-def _read(path: Path | None, key: str) -> tuple[dict, float] | None:
+def _read(path: Path | None, key: str) -> tuple[dict, dict] | None:
     if path is None or not path.exists():
         return None
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if payload.get("key") != key:  # a hash collision or a foreign file: train instead
         return None
-    return payload["state_dict"], float(payload["seconds"])
+    return payload["state_dict"], payload["report"]
 
 
-def _write(path: Path | None, key: str, state: dict, seconds: float) -> None:
+def _write(path: Path | None, key: str, state: dict, report: dict) -> None:
     if path is None:
         return
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
     try:  # atomic: a crash never leaves half a model that a later run would trust
-        torch.save({"key": key, "state_dict": state, "seconds": seconds}, tmp)
+        torch.save({"key": key, "state_dict": state, "report": report}, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
