@@ -33,7 +33,7 @@ from tasks.speech.vad_models import CRNN, TransformerVAD
 _SIZES = {"smoke": (24, 8, 16, 2.0), "small": (1600, 150, 300, 2.0), "full": (8000, 500, 2000, 4.0)}
 _RECIPES = {
     "smoke": TrainRecipe(steps=20, batch_size=8, lr=3e-3),
-    "small": TrainRecipe(steps=150, batch_size=16, lr=5e-3),
+    "small": TrainRecipe(steps=120, batch_size=16, lr=6e-3),
     "full": TrainRecipe(steps=4000, batch_size=32, lr=2e-3),
 }
 # Real-corpus utterances read per split (0 = all), per scale.
