@@ -115,15 +115,27 @@ def _optuna_trial(config: dict, spec: RunSpec, slots: list[str], store_url: str,
         tune.report({"error": twin.values[0], "flops": twin.values[1], "duplicate_of": twin.number, "train_seconds": 0.0})
         return
     seed_everything(spec.seed)  # as `execute` seeds a serial run
-    ctx = RunContext(task=spec.build_task(), seed=spec.seed, recipe=spec.recipe, progress=False, store_url=store_url, run_key=spec.run_key)
+    ctx = RunContext(task=_search_task(spec), seed=spec.seed, recipe=spec.recipe, progress=False, store_url=store_url, run_key=spec.run_key)
     tune.report(run_trial(ctx, widths, int(config[TRIAL_KEY])))
+
+
+_TASKS: dict[str, Any] = {}  # run key -> that search's task, in this (reused) worker process
+
+
+def _search_task(spec: RunSpec):
+    """The search's task and its data, built once per worker process, as the serial method
+    builds it once for all its trials (each trial seeds itself, so results do not change)."""
+    if spec.run_key not in _TASKS:
+        _TASKS.clear()  # one search at a time: hold one task's data in memory
+        _TASKS[spec.run_key] = spec.build_task()
+    return _TASKS[spec.run_key]
 
 
 def _study_name(spec: RunSpec) -> str:
     return f"bench:{spec.run_key}"  # the name the method gives its study
 
 
-def _search(spec: RunSpec, store_url: str, ray_dir: Path, cpus_per_trial: int, progress: bool, name: str) -> int:
+def _search(spec: RunSpec, store_url: str, ray_dir: Path, cpus_per_trial: int, progress: bool, name: str, callbacks: list | None = None) -> int:
     """Run the trials still missing in the study of optuna run `spec` as Tune trials; returns how many."""
     import optuna
     from ray import tune
@@ -147,9 +159,9 @@ def _search(spec: RunSpec, store_url: str, ray_dir: Path, cpus_per_trial: int, p
     )
     tuner = tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=missing),
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=missing, reuse_actors=True),
         run_config=tune.RunConfig(name=f"{name}-optuna-{spec.config_hash[:12]}-seed{spec.seed}", storage_path=str(ray_dir),
-                                  verbose=1 if progress else 0),
+                                  verbose=1 if progress else 0, callbacks=list(callbacks or [])),
     )
     tuner.fit()  # a failed trial is told as failed; `execute` then runs what is still missing itself
     return missing
@@ -163,8 +175,12 @@ def sweep(
     num_cpus: int | None = None,
     progress: bool = True,
     name: str = "bench-sweep",
+    callbacks: list | None = None,
 ) -> dict[str, int]:
-    """Run `specs` as Ray Tune trials; returns counts of done / skipped / failed runs."""
+    """Run `specs` as Ray Tune trials; returns counts of done / skipped / failed runs.
+
+    `callbacks`: Ray Tune callbacks (e.g. loggers, or trial timings as in the throughput
+    benchmark), given to every Tuner of the sweep (a copy each: Tune appends its loggers)."""
     from ray import tune
 
     if cpus_per_trial < 1:
@@ -188,7 +204,10 @@ def sweep(
         tuner = tune.Tuner(
             trainable,
             param_space={"index": tune.grid_search(list(range(len(runs))))},
-            run_config=tune.RunConfig(name=name, storage_path=str(ray_dir), verbose=1 if progress else 0),
+            # One worker process runs trial after trial: a new actor per trial would pay Python,
+            # torch and repo imports (seconds) for each run, more than a short run itself.
+            tune_config=tune.TuneConfig(reuse_actors=True),
+            run_config=tune.RunConfig(name=name, storage_path=str(ray_dir), verbose=1 if progress else 0, callbacks=list(callbacks or [])),
         )
         results = tuner.fit()
         for result in results:
@@ -196,7 +215,7 @@ def sweep(
             counts["done" if status == "done" else "failed"] += 1
     for spec in searches:  # one search at a time, its trials over the whole cluster
         try:
-            _search(spec, store_url, ray_dir, cpus_per_trial, progress, name)
+            _search(spec, store_url, ray_dir, cpus_per_trial, progress, name, callbacks)
         except Exception as err:  # stored as a failed run (not trained here instead); the other runs go on
             reason = _one_line(err)
             store.start_run(spec.run_key, spec.task, spec.method, spec.config_hash, spec.seed)

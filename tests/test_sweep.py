@@ -25,11 +25,27 @@ def _metrics(store):
     return sorted((r["run_key"], r["seed"], r["widths"]["hidden"], r["flops"], r["params"], round(r["error"], 6)) for r in store.rows())
 
 
+def _worker_pids():
+    """A Tune callback that keeps the worker process id of each trial's result."""
+    from ray.tune import Callback
+
+    class WorkerPids(Callback):
+        def __init__(self):
+            self.pids = []
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.pids.append(result["pid"])
+
+    return WorkerPids()
+
+
 def test_a_sweep_on_local_ray_stores_what_a_serial_run_stores(tmp_path, ray_local):
     specs = plan_runs(GRID["tasks"], GRID["methods"], GRID["seeds"], GRID["scale"], GRID["settings"])
     swept = ResultStore(str(tmp_path / "swept.db"))
-    counts = sweep(specs, swept, num_cpus=2, cpus_per_trial=1, progress=False)
+    workers = _worker_pids()
+    counts = sweep(specs, swept, num_cpus=2, cpus_per_trial=1, progress=False, callbacks=[workers])
     assert counts == {"done": 4, "skipped": 0, "failed": 0}
+    assert len(workers.pids) == 4 and len(set(workers.pids)) <= 2  # trials reuse the 2 worker processes
 
     serial = ResultStore(str(tmp_path / "serial.db"))
     threads = torch.get_num_threads()
