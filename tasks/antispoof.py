@@ -9,8 +9,11 @@ test split adds unseen ones (synthetic: `unseen_attacks`; ASVspoof: systems abse
 train protocol, A07-A19).
 
 Model: a ResNet34-shaped network (3, 4, 6, 3 basic blocks) at `width` x ResNet34's channels
-(64, 128, 256, 512) on LFCC, each stage's width a slot `stage1..stage4`
-(`tasks.speech.spoof_models`). Evaluation: EER overall, breakdowns ``seen``, ``unseen`` and
+(64, 128, 256, 512) on a low-band log spectrogram (0-`max_hz` Hz, 64 ms window) or LFCC,
+each stage's width a slot `stage1..stage4` (`tasks.speech.spoof_models`). Training batches
+are pairs (`SpoofPairs`): each spoofed clip with a bona fide one -- on generated data the
+clip it was made from, so the model sees the attack's change and not the speaker's; a
+batch of 16 is 32 clips. Evaluation: EER overall, breakdowns ``seen``, ``unseen`` and
 ``attack_<name>`` (bona fide vs. that attack's spoofs), AUC as secondary.
 """
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Mapping
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from bench.config import ConfigError, TrainRecipe
 from bench.registry import register_task
@@ -30,17 +34,19 @@ from tasks.speech import corpora, metrics, spoof_data, synthesis
 from tasks.speech.attacks import ATTACKS
 from tasks.speech.cache import cached_arrays
 from tasks.speech.task import SpeechTask
-from tasks.speech.datasets import AudioDataset, batched_outputs
-from tasks.speech.spoof_models import RESNET34_WIDTHS, ResNetSpoof
+from tasks.speech.datasets import batched_outputs
+from tasks.speech.spoof_models import FRONT_ENDS, RESNET34_WIDTHS, ResNetSpoof
 
-# Utterances per split (train, val, test) and clip length in seconds, per scale.
-_SIZES = {"smoke": (16, 4, 6, 1.0), "small": (500, 80, 150, 2.0), "full": (4000, 400, 1000, 3.0)}
+# Utterances per split (train, val, test) and clip length in seconds, per scale. Small:
+# one-second clips (a fixed clip learns faster here than random crops of longer ones).
+_SIZES = {"smoke": (16, 4, 6, 1.0), "small": (500, 100, 200, 1.0), "full": (4000, 400, 1000, 3.0)}
 # Real-corpus utterances per split (0 = all), per scale.
 _REAL_FILES = {"smoke": 0, "small": 4000, "full": 20000}
 _RECIPES = {
-    "smoke": TrainRecipe(steps=10, batch_size=8, lr=3e-3),
-    "small": TrainRecipe(steps=200, batch_size=32, lr=3e-3),
-    "full": TrainRecipe(steps=3000, batch_size=32, lr=2e-3),
+    # batch_size counts (spoof, bona fide) pairs
+    "smoke": TrainRecipe(steps=10, batch_size=4, lr=3e-3),
+    "small": TrainRecipe(steps=120, batch_size=16, lr=1e-2),
+    "full": TrainRecipe(steps=3000, batch_size=16, lr=2e-3),
 }
 
 
@@ -48,6 +54,8 @@ _RECIPES = {
 class AntispoofConfig:
     source: str = "synthetic"  # synthetic (generated here) | asvspoof2019 (LA under --data-root)
     width: float = 0.125  # multiplier on ResNet34's stage widths 64, 128, 256, 512 (0.125: 8, 16, 32, 64)
+    front_end: str = "lowband"  # lowband (log power, 0..max_hz, 15.6 Hz bins) | lfcc (the ASVspoof baseline's)
+    max_hz: float = 500.0  # top of the lowband spectrogram
     n_ceps: int = 20  # LFCC coefficients (x3 with deltas)
     seen_attacks: list[str] = field(default_factory=lambda: ["griffin_lim", "lpc", "world"])  # in train, val and test
     unseen_attacks: list[str] = field(default_factory=lambda: ["mlsa", "world_shift"])  # in test only
@@ -63,6 +71,10 @@ class AntispoofConfig:
             raise ValueError("bonafide_dir and bonafide_vctk add recordings to source=synthetic only")
         if not 0 <= self.recorded_share <= 1:
             raise ValueError(f"recorded_share must be in [0, 1], got {self.recorded_share}")
+        if self.front_end not in FRONT_ENDS:
+            raise ValueError(f"front_end must be one of {', '.join(FRONT_ENDS)}, got {self.front_end!r}")
+        if not 16 <= self.max_hz <= 8000:
+            raise ValueError(f"max_hz must be in [16, 8000], got {self.max_hz}")
         if not 0 < self.width <= 4:
             raise ValueError(f"width must be in (0, 4], got {self.width}")
         for name in list(self.seen_attacks) + list(self.unseen_attacks):
@@ -76,7 +88,7 @@ class AntispoofConfig:
 
 @register_task("antispoof")
 class AntispoofTask(SpeechTask):
-    description = "anti-spoofing: bona fide vs. vocoded speech (ResNet34-shaped on LFCC); error = utterance EER %"
+    description = "anti-spoofing: bona fide vs. vocoded speech (ResNet34-shaped on a low-band spectrogram); error = utterance EER %"
     Config = AntispoofConfig
     metric = "eer"
     recipes = _RECIPES
@@ -100,7 +112,8 @@ class AntispoofTask(SpeechTask):
 
     def build_model(self, widths: Mapping[str, int] | None = None) -> nn.Module:
         w = self.resolve_widths(widths)
-        return ResNetSpoof(tuple(w[f"stage{i}"] for i in range(1, 5)), n_ceps=self.config.n_ceps)
+        c = self.config
+        return ResNetSpoof(tuple(w[f"stage{i}"] for i in range(1, 5)), front=c.front_end, max_hz=c.max_hz, n_ceps=c.n_ceps)
 
     # --- data ----------------------------------------------------------------------------
     def build_split(self, split: str) -> dict[str, np.ndarray]:
@@ -169,14 +182,14 @@ class AntispoofTask(SpeechTask):
         return {"audio": audio, "attack": attack, "utterance": np.arange(len(loaded), dtype=np.int32),
                 "names": np.array(names), "n_seen": np.array(len(seen))}
 
-    def dataset(self, split: str) -> AudioDataset:
+    def dataset(self, split: str) -> SpoofPairs:
         d = self.data(split)
-        return AudioDataset(d["audio"], (d["attack"] < 0).astype(np.float32))
+        return SpoofPairs(d["audio"], d["attack"], d["utterance"])
 
     # --- training and evaluation -------------------------------------------------------------
     def loss(self, model: nn.Module, batch) -> torch.Tensor:
-        wave, bonafide = batch
-        return nn.functional.binary_cross_entropy_with_logits(model(wave), bonafide)
+        wave, bonafide = batch  # (pairs, 2, samples), (pairs, 2)
+        return nn.functional.binary_cross_entropy_with_logits(model(wave.flatten(0, 1)), bonafide.flatten())
 
     def evaluate(self, model: nn.Module, split: str = "test") -> Evaluation:
         d = self.data(split)
@@ -192,6 +205,33 @@ class AntispoofTask(SpeechTask):
         groups.update({f"attack_{name}": attack == i for i, name in enumerate(names)})
         breakdowns = {k: v for k, v in ((k, eer_against(sel)) for k, sel in groups.items()) if v is not None}
         return Evaluation(error=100 * metrics.eer(scores, bona), breakdowns=breakdowns, secondary={"auc": metrics.auc(scores, bona)})
+
+
+class SpoofPairs(Dataset):
+    """Items ``(waves (2, samples) float32 in [-1, 1], targets (2,) = [0, 1])``: one per
+    spoofed clip, with a bona fide partner -- the clip of the same utterance when the split
+    has one (generated data: the spoof was made from it), else the bona fide clips in turn
+    (ASVspoof: classes balanced). Indexing with a list of indices gives a whole batch."""
+
+    batch_indexing = True
+
+    def __init__(self, audio: np.ndarray, attack: np.ndarray, utterance: np.ndarray):
+        bona = np.flatnonzero(attack < 0)
+        spoofs = np.flatnonzero(attack >= 0)
+        if not len(bona) or not len(spoofs):
+            raise ValueError("pairs need bona fide and spoofed clips")
+        own = {int(utterance[i]): int(i) for i in bona}
+        partner = [own.get(int(utterance[s]), int(bona[k % len(bona)])) for k, s in enumerate(spoofs)]
+        self.audio = torch.from_numpy(np.ascontiguousarray(audio))
+        self.pairs = torch.from_numpy(np.stack([spoofs, np.array(partner, dtype=np.int64)], 1))
+        self.targets = torch.tensor([0.0, 1.0])
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self.pairs[i]
+        return self.audio[rows].float() / 32768.0, self.targets.expand(rows.shape)
 
 
 def _fit(x: np.ndarray, n: int) -> np.ndarray:

@@ -7,6 +7,7 @@ import torch
 from bench.complexity import measure
 from tasks.antispoof import AntispoofConfig, AntispoofTask
 from tasks.base import width_masks
+from tasks.speech.frontend import LowBandSpectrogram
 from tasks.vad import VadConfig, VadTask
 
 
@@ -90,10 +91,32 @@ def test_vad_models_give_one_logit_per_10ms_frame_and_count_their_front_end(mode
     assert measure(task.build_model({"n_mels": 40}), task.example_input()).macs < cx.macs
 
 
-def test_antispoof_resnet_has_resnet34_block_counts_and_width_multiplier():
-    task = AntispoofTask(AntispoofConfig(width=0.25), scale="smoke")
+@pytest.mark.parametrize("front", ["lowband", "lfcc"])
+def test_antispoof_resnet_has_resnet34_block_counts_and_width_multiplier(front):
+    task = AntispoofTask(AntispoofConfig(width=0.25, front_end=front), scale="smoke")
     assert task.width_slots() == {"stage1": 16, "stage2": 32, "stage3": 64, "stage4": 128}
     net = task.build_model()
     assert [len(stage) for stage in net.stages] == [3, 4, 6, 3]
     with torch.no_grad():
         assert net.eval()(torch.zeros(3, 16000)).shape == (3,)
+    cx = measure(net, task.example_input())
+    assert cx.uncounted == () and cx.by_operator.get("stft", 0) > 0
+
+
+def test_resnet_blocks_start_as_their_shortcut():
+    # zero-initialised last norm: every block's output is relu(shortcut(x)) before training
+    net = AntispoofTask(scale="smoke").build_model().train()
+    for block in (b for stage in net.stages for b in stage):
+        x = torch.randn(4, block.conv1.in_channels, 9, 12)
+        with torch.no_grad():
+            assert torch.equal(block(x), torch.relu(block.shortcut(x)))
+
+
+def test_low_band_spectrogram_keeps_0_to_max_hz_at_15_6_hz_bins():
+    front = LowBandSpectrogram(max_hz=500.0)
+    t = torch.arange(16000) / 16000
+    spec = front(torch.stack([torch.sin(2 * torch.pi * 250 * t), torch.sin(2 * torch.pi * 62.5 * t)]))
+    assert spec.shape == (2, 33, 16000 // 256 + 1)  # bins 0, 15.6, ..., 500 Hz
+    assert spec[0].mean(-1).argmax() == 16 and spec[1].mean(-1).argmax() == 4
+    with pytest.raises(ValueError, match="keeps 1 bins"):
+        LowBandSpectrogram(max_hz=10.0)

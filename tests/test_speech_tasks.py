@@ -8,7 +8,7 @@ from torch import nn
 from bench.checkpoint import load_candidate
 from bench.cli import main
 from bench.store import ResultStore
-from tasks.antispoof import AntispoofTask
+from tasks.antispoof import AntispoofTask, SpoofPairs
 from tasks.vad import SNR_BINS, VadConfig, VadTask
 
 
@@ -59,6 +59,23 @@ def test_antispoof_evaluation_groups_seen_unseen_and_each_attack(shared_cache):
     result = task.evaluate(Oracle(seen_only))
     assert result.breakdowns["seen"] == 0.0 and result.breakdowns["unseen"] == 100.0
     assert result.breakdowns["attack_mlsa"] == 100.0 and result.breakdowns["attack_lpc"] == 0.0
+
+
+def test_antispoof_training_pairs_each_spoof_with_the_bona_fide_clip_it_was_made_from(shared_cache):
+    task = AntispoofTask(scale="smoke")
+    d = task.data("train")
+    pairs = task.dataset("train")
+    assert len(pairs) == (d["attack"] >= 0).sum()
+    for spoof, bona in pairs.pairs.tolist():
+        assert d["attack"][spoof] >= 0 and d["attack"][bona] < 0 and d["utterance"][spoof] == d["utterance"][bona]
+    waves, targets = pairs[[0, 2, 1]]  # the training loop indexes once per batch
+    assert waves.shape == (3, 2, d["audio"].shape[1]) and targets.tolist() == [[0.0, 1.0]] * 3
+    assert torch.equal(waves[1, 1], pairs[2][0][1])
+    loss = task.loss(task.build_model(), (waves, targets))
+    assert loss.shape == () and torch.isfinite(loss)
+    # no shared utterances (ASVspoof): the bona fide clips in turn, classes balanced
+    other = SpoofPairs(np.zeros((6, 4), np.int16), np.array([-1, 0, 1, -1, 2, 0]), np.arange(6))
+    assert other.pairs.tolist() == [[1, 0], [2, 3], [4, 0], [5, 3]]
 
 
 @pytest.mark.parametrize("task,settings", [

@@ -119,13 +119,13 @@ def world_shift(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def mlsa(x: np.ndarray, rng: np.random.Generator, order: int = 24, alpha: float = 0.42) -> np.ndarray:
-    """MLSA vocoder: mel-cepstra (pysptk) per 5 ms, pulse/noise excitation, MLSA filter."""
+    """MLSA vocoder: mel-cepstra (pysptk) per 10 ms, pulse/noise excitation, MLSA filter."""
     import pysptk
     from pysptk.synthesis import MLSADF, Synthesizer
 
     xd = _dither(x, rng)
-    hop, win = 80, 512
-    f0, _ = _f0(xd)
+    hop, win = 160, 512  # 10 ms: the per-frame mel-cepstrum fit is most of the cost
+    f0 = _f0(xd)[0][:: hop // int(SR * FRAME_PERIOD_MS / 1000)]
     padded = np.pad(xd, (win // 2, win // 2))
     n_frames = xd.size // hop + 1
     frames = np.stack([padded[i * hop : i * hop + win] for i in range(n_frames)]) * pysptk.blackman(win)
