@@ -96,6 +96,8 @@ class Magnitude(Method):
         final = replace(ctx.recipe, steps=max(1, round(cfg.finetune * ctx.recipe.steps)))
         for target in cfg.ratios:
             model, search_seconds = pretrained_dense(ctx)
+            # torch.nn.utils.prune flattens weights with .view(-1): channels-last ones must be made contiguous
+            model = model.to(memory_format=torch.contiguous_format)
             dense = measure(model, example).flops
             params = prunable_weights(model, cfg.include_head)
             total = sum(getattr(m, n).numel() for m, n in params)

@@ -314,3 +314,15 @@ def test_structured_on_speech_models_runs_reloads_and_scores(name, family, shrin
     model, _ = load_candidate(store.models_dir / row["model_path"])
     assert measure(model, task.example_input()).flops == row["flops"]
     assert task.evaluate(model).error == pytest.approx(row["error"])
+
+
+@pytest.mark.parametrize("name,overrides", [(n, o) for _, n, o in task_variants() if n != "synthetic"])
+def test_magnitude_runs_on_every_speech_model(name, overrides, one_thread):
+    """The real models, not toys: e.g. the antispoof ResNet keeps its conv weights channels-last,
+    which torch.nn.utils.prune cannot flatten."""
+    task = make_task(name, overrides)
+    ctx = RunContext(task=task, seed=0, recipe=TrainRecipe(steps=2, batch_size=2), progress=False)
+    (cand,) = Magnitude(MagnitudeConfig(ratios=[0.5], steps=1)).candidates(ctx)
+    cx = measure(cand.model, task.example_input())
+    assert abs(cx.nonzero_flops / cx.flops / 0.5 - 1) <= 0.10
+    assert torch.isfinite(cand.model(task.example_input())).all()
