@@ -29,7 +29,7 @@ from bench.complexity import measure
 from bench.registry import register_method
 from methods.base import Candidate, Method, RunContext
 from methods.pruning.pretrain import pretrained_dense
-from methods.pruning.stepping import closest_count, step_targets
+from methods.pruning.stepping import closest_count, step_targets, validate_schedule
 
 _WEIGHTED = (nn.Linear, nn.modules.conv._ConvNd, nn.RNNBase)
 
@@ -44,15 +44,7 @@ class MagnitudeConfig:
     max_sparsity: float = 0.995  # never zero more than this share of the pruned weights
 
     def validate(self) -> None:
-        bad = [r for r in self.ratios if not 0 < r <= 1]
-        if bad or not self.ratios:
-            raise ValueError(f"ratios must be in (0, 1], got {bad[0] if bad else 'none'}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if not 0 <= self.step_finetune <= 1:
-            raise ValueError(f"step_finetune must be in [0, 1], got {self.step_finetune}")
-        if not 0 < self.finetune <= 1:
-            raise ValueError(f"finetune must be in (0, 1], got {self.finetune}")
+        validate_schedule(self)
         if not 0 < self.max_sparsity < 1:
             raise ValueError(f"max_sparsity must be in (0, 1), got {self.max_sparsity}")
 

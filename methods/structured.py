@@ -40,7 +40,7 @@ from methods.dynamic.layout import slot_layout
 from methods.pruning.pretrain import pretrained_dense
 from methods.pruning.scores import feature_scores, lowest, removable, removal_counts, removal_order, slot_costs
 from methods.pruning.slot_groups import SlotGroup, as_task_model, prune_features, slot_groups
-from methods.pruning.stepping import closest_count, step_targets
+from methods.pruning.stepping import closest_count, step_targets, validate_schedule
 from methods.pruning.tp_pruners import IMPORTANCES, dependency_graph
 
 
@@ -55,17 +55,9 @@ class StructuredConfig:
     slots: list[str] = field(default_factory=list)  # slots to prune; empty = all of the task's slots
 
     def validate(self) -> None:
-        bad = [r for r in self.ratios if not 0 < r <= 1]
-        if bad or not self.ratios:
-            raise ValueError(f"ratios must be in (0, 1], got {bad[0] if bad else 'none'}")
+        validate_schedule(self)
         if self.importance not in IMPORTANCES:
             raise ValueError(f"unknown importance {self.importance!r}; choose from {', '.join(IMPORTANCES)}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if not 0 <= self.step_finetune <= 1:
-            raise ValueError(f"step_finetune must be in [0, 1], got {self.step_finetune}")
-        if not 0 < self.finetune <= 1:
-            raise ValueError(f"finetune must be in (0, 1], got {self.finetune}")
         if self.taylor_batches < 1:
             raise ValueError(f"taylor_batches must be >= 1, got {self.taylor_batches}")
 

@@ -37,3 +37,17 @@ def closest_count(ratio_of: Callable[[int], float], target: float, lo: int, hi: 
 def step_targets(target: float, steps: int, start: float = 1.0) -> list[float]:
     """Geometric schedule from `start` down to `target` in `steps` steps (last = target)."""
     return [start * (target / start) ** (i / steps) for i in range(1, steps + 1)]
+
+
+def validate_schedule(cfg) -> None:
+    """The settings magnitude and structured pruning share: target ratios and the prune /
+    fine-tune schedule; raises ValueError naming the bad one."""
+    bad = [r for r in cfg.ratios if not 0 < r <= 1]
+    if bad or not cfg.ratios:
+        raise ValueError(f"ratios must be in (0, 1], got {bad[0] if bad else 'none'}")
+    if cfg.steps < 1:
+        raise ValueError(f"steps must be >= 1, got {cfg.steps}")
+    if not 0 <= cfg.step_finetune <= 1:
+        raise ValueError(f"step_finetune must be in [0, 1], got {cfg.step_finetune}")
+    if not 0 < cfg.finetune <= 1:
+        raise ValueError(f"finetune must be in (0, 1], got {cfg.finetune}")
