@@ -284,12 +284,12 @@ def _run_parallel(specs: list[RunSpec], store: ResultStore, progress: bool, jobs
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    todo = [s for s in specs if store.run_status(s.run_key) != "ok"]
-    prepare_data(todo)
     outcomes: list[RunOutcome | None] = [None] * len(specs)
-    for i, spec in enumerate(specs):
+    for i, spec in enumerate(specs):  # finished runs are answered here, without a worker
         if store.run_status(spec.run_key) == "ok":
             outcomes[i] = RunOutcome(spec, "skipped", store.rows(run_key=spec.run_key))
+    todo = [spec for spec, o in zip(specs, outcomes) if o is None]
+    prepare_data(todo)
     # spawn, not fork: forking a process that has run torch can deadlock its thread pools
     pool = ProcessPoolExecutor(min(jobs, len(todo)) or 1, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_worker_init, initargs=(store.url, str(store.models_dir), threads))
