@@ -9,7 +9,8 @@ test split adds unseen ones (synthetic: `unseen_attacks`; ASVspoof: systems abse
 train protocol, A07-A19).
 
 Model: a ResNet34-shaped network (3, 4, 6, 3 basic blocks) at `width` x ResNet34's channels
-(64, 128, 256, 512) on a low-band log spectrogram (0-`max_hz` Hz, 64 ms window) or LFCC,
+(64, 128, 256, 512) on LFCC (the ASVspoof baseline's front end) or a low-band log
+spectrogram (0-`max_hz` Hz, 64 ms window),
 each stage's width a slot `stage1..stage4` (`tasks.speech.spoof_models`). Training batches
 are pairs (`SpoofPairs`): each spoofed clip with a bona fide one -- on generated data the
 clip it was made from, so the model sees the attack's change and not the speaker's; a
@@ -45,7 +46,7 @@ _REAL_FILES = {"smoke": 0, "small": 4000, "full": 20000}
 _RECIPES = {
     # batch_size counts (spoof, bona fide) pairs
     "smoke": TrainRecipe(steps=10, batch_size=4, lr=3e-3),
-    "small": TrainRecipe(steps=120, batch_size=16, lr=1e-2),
+    "small": TrainRecipe(steps=120, batch_size=16, lr=2e-2),
     "full": TrainRecipe(steps=3000, batch_size=16, lr=2e-3),
 }
 
@@ -54,7 +55,7 @@ _RECIPES = {
 class AntispoofConfig:
     source: str = "synthetic"  # synthetic (generated here) | asvspoof2019 (LA under --data-root)
     width: float = 0.125  # multiplier on ResNet34's stage widths 64, 128, 256, 512 (0.125: 8, 16, 32, 64)
-    front_end: str = "lowband"  # lowband (log power, 0..max_hz, 15.6 Hz bins) | lfcc (the ASVspoof baseline's)
+    front_end: str = "lfcc"  # lfcc (the ASVspoof baseline's) | lowband (log power, 0..max_hz, 15.6 Hz bins)
     max_hz: float = 500.0  # top of the lowband spectrogram
     n_ceps: int = 20  # LFCC coefficients (x3 with deltas)
     seen_attacks: list[str] = field(default_factory=lambda: ["griffin_lim", "lpc", "world"])  # in train, val and test
@@ -88,7 +89,7 @@ class AntispoofConfig:
 
 @register_task("antispoof")
 class AntispoofTask(SpeechTask):
-    description = "anti-spoofing: bona fide vs. vocoded speech (ResNet34-shaped on a low-band spectrogram); error = utterance EER %"
+    description = "anti-spoofing: bona fide vs. vocoded speech (ResNet34-shaped on LFCC); error = utterance EER %"
     Config = AntispoofConfig
     metric = "eer"
     recipes = _RECIPES

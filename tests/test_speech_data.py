@@ -97,6 +97,24 @@ def test_spoof_generation_is_deterministic_and_covers_every_attack_in_test():
     assert (t["attack"] == -1).sum() == 3
 
 
+def test_the_channel_high_pass_removes_the_sub_80_hz_cue_from_every_clip():
+    """Vocoders add energy below ~80 Hz; every channel draw must cut 30 Hz by >= 10 dB
+    relative to 1 kHz (the weakest draw, order 2 at 60 Hz, gives ~12 dB)."""
+    from tasks.speech.attacks import channel
+
+    t = np.arange(16000) / 16000
+    x = (0.3 * np.sin(2 * np.pi * 30 * t) + 0.3 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+
+    def level_db(y, hz):  # 1 Hz bins over one second
+        return 20 * np.log10(np.abs(np.fft.rfft(y * np.hanning(y.size)))[hz] + 1e-12)
+
+    drops = []
+    for seed in range(40):
+        y = channel(x, np.random.default_rng(seed)).astype(np.float64)
+        drops.append((level_db(y, 1000) - level_db(y, 30)) - (level_db(x, 1000) - level_db(x, 30)))
+    assert min(drops) >= 10, drops
+
+
 def test_voices_of_the_splits_are_disjoint():
     train, val, test = (set(voice_pool(s)) for s in ("train", "val", "test"))
     assert train and val and test

@@ -4,9 +4,9 @@ Every attack maps a bona fide float32 waveform at 16 kHz to a spoofed one of the
 length, deterministically for a given `rng`. Attacks: Griffin-Lim phase reconstruction,
 an LPC vocoder (pulse/noise excitation through per-frame LPC filters), the WORLD vocoder
 (pyworld), an MLSA vocoder (pysptk mel-cepstrum), and WORLD with pitch and formant shifts.
-`channel` applies gain, band-limiting (telephone band via 8 kHz resampling), mu-law
-quantisation and background noise at random -- to *both* classes, so bandwidth or noise
-floor cannot give the class away.
+`channel` applies a high-pass, gain, band-limiting (telephone band via 8 kHz resampling),
+mu-law quantisation and background noise at random -- to *both* classes, so bandwidth,
+noise floor or the lowest few tens of Hz cannot give the class away.
 """
 from __future__ import annotations
 
@@ -146,7 +146,8 @@ ATTACKS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
 
 
 def channel(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random channel: gain, maybe telephone band, maybe mu-law 8 bit, maybe noise; plus dither."""
+    """Random channel: maybe telephone band, maybe mu-law 8 bit, maybe noise, a high-pass,
+    gain; plus dither."""
     y = x.astype(np.float64)
     if rng.random() < 0.25:  # narrowband codec: 8 kHz sampling
         y = signal.resample_poly(signal.resample_poly(y, 1, 2), 2, 1)[: x.size]
@@ -159,6 +160,11 @@ def channel(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.4:  # background noise 20-45 dB below the signal
         rms = np.sqrt(np.mean(y**2)) + 1e-9
         y = y + rms * 10 ** (-rng.uniform(20, 45) / 20) * rng.standard_normal(y.size)
+    # A microphone/playback high-pass (60-150 Hz, order 2-4), always: the vocoders add energy
+    # below ~80 Hz that espeak-ng's speech lacks, which a model otherwise learns instead of
+    # the vocoding artefacts (seen-attack EER ~7 % with that cue, ~25 % without it).
+    cutoff, order = rng.uniform(60, 150), int(rng.integers(2, 5))
+    y = signal.sosfilt(signal.butter(order, cutoff, "highpass", fs=SR, output="sos"), y)
     y = y * 10 ** (rng.uniform(-12, 3) / 20)
     y = y + 10 ** (-70 / 20) * rng.standard_normal(y.size)  # dither: no digital silence in either class
     return np.clip(y, -1, 1).astype(np.float32)

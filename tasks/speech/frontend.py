@@ -96,11 +96,10 @@ class LowBandSpectrogram(nn.Module):
     """Log power of the STFT bins from 0 to `max_hz`: (batch, bins, frames), bins
     ``max_hz * n_fft / 16000 + 1`` (33 for the defaults), ``n // hop + 1`` frames.
 
-    For anti-spoofing on the generated data: what a small model learns in a few hundred
-    steps from a second of audio lies in the lowest few hundred Hz, and it needs fine
-    frequency resolution -- a 64 ms window, 15.6 Hz bins; LFCC's 267 Hz-wide filters blur
-    it. Much of it is energy below ~80 Hz that the vocoders add (an 80 Hz high-pass on
-    every clip takes the small recipe from ~7 % to ~25 % seen-attack EER). Only the kept
+    An alternative anti-spoofing front end with fine frequency resolution (64 ms window,
+    15.6 Hz bins) where LFCC's 267 Hz-wide filters blur the low band. On the generated data
+    it learns fast from energy below ~80 Hz that the vocoders add, a cue the channel's
+    high-pass now removes (`attacks.channel`); without it, LFCC does better. Only the kept
     bins' magnitudes are computed.
     """
 

@@ -24,7 +24,7 @@ from tasks.speech.shards import run_shards
 from tasks.speech.synthesis import SAMPLE_RATE, Synthesizer, random_voice, sentences
 
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
-GENERATOR_VERSION = 3  # bump when the generator changes in a way settings do not show (3: MLSA at 10 ms, shards of 50)
+GENERATOR_VERSION = 4  # bump when the generator changes in a way settings do not show (4: channel high-pass)
 BONAFIDE = -1  # attack index of bona fide clips
 RECORDED = 1  # extra seed word of recorded utterances (synthetic ones have none)
 

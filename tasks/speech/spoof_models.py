@@ -1,7 +1,8 @@
 """The anti-spoofing model: a ResNet34-shaped network (3, 4, 6, 3 basic blocks) on a spectral front end.
 
 Input (batch, samples) at 16 kHz; output (batch,) bona fide logits. The front end
-(`LowBandSpectrogram` by default: 0-500 Hz at 15.6 Hz resolution, 16 ms hop; or `LFCC`) is
+(`LFCC` by default: 20 cepstra with deltas, 10 ms hop; or `LowBandSpectrogram`: 0-500 Hz
+at 15.6 Hz resolution, 16 ms hop) is
 normalised per band and treated as a one-channel image; the stem (stride 2 in both axes)
 and each stage's blocks have the stage's channel width, a slot `stage1..stage4`. Every
 block output of a stage (its residual stream) and every block's inner activation are
@@ -24,7 +25,7 @@ from tasks.speech.frontend import LFCC, LowBandSpectrogram
 
 BLOCKS = (3, 4, 6, 3)  # ResNet34
 RESNET34_WIDTHS = (64, 128, 256, 512)
-FRONT_ENDS = ("lowband", "lfcc")
+FRONT_ENDS = ("lfcc", "lowband")
 
 
 class BasicBlock(nn.Module):
@@ -58,7 +59,7 @@ def front_end(name: str, max_hz: float = 500.0, n_ceps: int = 20) -> nn.Module:
 class ResNetSpoof(nn.Module):
     """Front end -> per-band norm -> stem -> 4 stages -> average pool -> Linear(., 1)."""
 
-    def __init__(self, widths: tuple[int, int, int, int], front: str = "lowband", max_hz: float = 500.0, n_ceps: int = 20):
+    def __init__(self, widths: tuple[int, int, int, int], front: str = "lfcc", max_hz: float = 500.0, n_ceps: int = 20):
         super().__init__()
         self.front = front_end(front, max_hz, n_ceps)
         with torch.no_grad():
