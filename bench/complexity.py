@@ -288,13 +288,12 @@ def _children(names: list[str]) -> dict[str, list[str]]:
     return kids
 
 
-def _nonzero_macs(fa: FlopCountAnalysis, model: nn.Module, total: float) -> float:
-    """Total MACs with each module's weight-matrix ops scaled by its non-zero fraction.
+def _weighted_groups(fa: FlopCountAnalysis, model: nn.Module) -> list[tuple[float, list[torch.Tensor]]]:
+    """(weight-matrix MACs, the matrices they use) per module that owns such ops.
 
-    For a leaf Linear/Conv/RNN this is exactly "its MACs * nonzero(weight)/numel";
-    for modules that own weights but call them functionally (nn.MultiheadAttention
-    uses in_proj_weight and its never-called out_proj's weight) the fraction covers
-    those matrices too. Non-weight ops (norms, activations, attention) are unchanged.
+    For a leaf Linear/Conv/RNN that is its MACs and its weight; for modules that own
+    weights but call them functionally (nn.MultiheadAttention uses in_proj_weight and its
+    never-called out_proj's weight) the matrices of uncalled children are included.
     """
     counts = fa.by_module_and_operator()
     uncalled = fa.uncalled_modules()
@@ -308,18 +307,45 @@ def _nonzero_macs(fa: FlopCountAnalysis, model: nn.Module, total: float) -> floa
                 own += matrices(child)
         return own
 
-    saved = 0.0
+    groups = []
     for name, ops in counts.items():
         own = Counter(ops)
         for child in kids.get(name, []):
             own.subtract(counts[child])
         weighted = sum(v for op, v in own.items() if op in _WEIGHTED_OPS and v > 0)
         mats = matrices(name) if weighted else []
-        size = sum(p.numel() for p in mats)
-        if size:
-            nonzero = sum(int(torch.count_nonzero(p)) for p in mats)
-            saved += weighted * (1 - nonzero / size)
+        if sum(p.numel() for p in mats):
+            groups.append((weighted, mats))
+    return groups
+
+
+def _nonzero_macs(total: float, groups: list[tuple[float, list[torch.Tensor]]]) -> float:
+    """Total MACs with each group's weight-matrix MACs scaled by its non-zero fraction
+    (norms, activations and attention are unchanged)."""
+    saved = 0.0
+    for weighted, mats in groups:
+        nonzero = sum(int(torch.count_nonzero(p)) for p in mats)
+        saved += weighted * (1 - nonzero / sum(p.numel() for p in mats))
     return total - saved
+
+
+class NonzeroCounter:
+    """`measure(model, example).nonzero_flops` for `model`'s current weights, traced once.
+
+    The trace depends on shapes only; which weights are zero changes the count linearly. A
+    search that zeroes weights in place and asks again (magnitude pruning's bisection)
+    calls `nonzero_flops()` instead of tracing the model at every probe.
+    """
+
+    def __init__(self, model: nn.Module, example_input: Inputs):
+        with _inference_trace(model):
+            fa = _build_analysis(model, example_input)
+            self.total = float(fa.total())
+            self._groups = _weighted_groups(fa, model)
+
+    def nonzero_flops(self) -> int:
+        with torch.no_grad():
+            return 2 * int(round(_nonzero_macs(self.total, self._groups)))
 
 
 def measure(
@@ -336,7 +362,7 @@ def measure(
         total = float(fa.total())
         by_op = {op: int(round(v)) for op, v in sorted(fa.by_operator().items())}
         uncounted = tuple(sorted(fa.unsupported_ops()))
-        nonzero = _nonzero_macs(fa, model, total)
+        nonzero = _nonzero_macs(total, _weighted_groups(fa, model))
         params = list(model.parameters())  # deduplicated: shared weights count once
         n_params = sum(p.numel() for p in params)
         n_nonzero = sum(int(torch.count_nonzero(p)) for p in params)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from bench.complexity import measure
+from bench.complexity import NonzeroCounter, measure
 from bench.registry import register_method
 from methods.base import Candidate, Method, RunContext
 from methods.pruning.pretrain import pretrained_dense
@@ -99,6 +99,7 @@ class Magnitude(Method):
                 zeros = sum(int((w == 0).sum()) for w in weights)
                 probe = plain_copy(task, model)
                 probe_params = prunable_weights(probe, cfg.include_head)
+                counter = NonzeroCounter(probe, example)  # traced once; the probe's weights change in place
                 flat = torch.cat([w.flatten() for w in weights])
                 order = torch.argsort(flat.abs(), stable=True)
 
@@ -107,7 +108,7 @@ class Magnitude(Method):
                     values[order[:k]] = 0
                     with torch.no_grad():
                         nn.utils.vector_to_parameters(values, [getattr(m, n) for m, n in probe_params])
-                    return measure(probe, example).nonzero_flops / dense
+                    return counter.nonzero_flops() / dense
 
                 k = closest_count(ratio_of, step_target, zeros, int(cfg.max_sparsity * total))
                 if k > zeros:

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.complexity import Complexity, measure, profile_table
+from bench.complexity import Complexity, NonzeroCounter, measure, profile_table
 
 
 def check(c: Complexity, expected_macs: float) -> None:
@@ -199,6 +199,24 @@ def test_nonzero_gru_and_attention() -> None:
         mha.attn.out_proj.weight.zero_()  # used functionally by nn.MultiheadAttention
     c = measure(mha, torch.randn(1, length, d))
     assert c.macs - c.nonzero_macs == pytest.approx(length * d * d, rel=0.01)
+
+
+def test_nonzero_counter_traced_once_follows_weights_zeroed_in_place() -> None:
+    """What magnitude pruning's bisection relies on: the same count as `measure`, after
+    in-place changes to the weights, including functionally used attention weights."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), SelfAttention(64, 4), nn.Linear(64, 8))
+    x = torch.randn(1, 20, 32)
+    counter = NonzeroCounter(model, x)
+    assert counter.nonzero_flops() == measure(model, x).nonzero_flops
+    weights = [p for p in model.parameters() if p.dim() >= 2]
+    for share in (0.3, 0.7, 1.0):
+        with torch.no_grad():
+            for p in weights:
+                p.masked_fill_(torch.rand_like(p) < share, 0.0)
+        expected = measure(model, x).nonzero_flops
+        assert expected < counter.total * 2  # the weights' zeros are seen
+        assert counter.nonzero_flops() == expected
 
 
 def test_shared_parameters_counted_once() -> None:
