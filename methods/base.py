@@ -7,6 +7,7 @@ stores it, so every method is measured the same way. A method that trains by its
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
@@ -82,10 +83,28 @@ class Method:
             raise ConfigError(f"{self.name}: task {task.name} has no width slot {unknown[0]!r}; slots: {', '.join(full)}")
         return list(self.config.slots or full)
 
+    def floor(self, task: Any) -> float | None:
+        """The lowest FLOP ratio (of the dense model) the method can reach on `task`, for
+        methods whose knob is such a ratio; None where there is no such bound."""
+        return None
+
     def knob_values(self, task: Any) -> list[Any]:
-        """The knob values to run on `task` (default: all of them). A method may leave out
-        default values the task cannot meet; values the user set must fail in `validate`."""
-        return list(getattr(self.config, self.knob)) if self.knob else []
+        """The knob values to run on `task`: all of them, except that *default* values below
+        `floor(task)` are left out with a note (runs that could only end at the floor).
+        Values the user set are all run; `validate` may reject them."""
+        if not self.knob:
+            return []
+        values = list(getattr(self.config, self.knob))
+        if values != list(getattr(self.Config(), self.knob)):
+            return values
+        floor = self.floor(task)
+        if floor is None:
+            return values
+        kept = [v for v in values if v >= floor]
+        if len(kept) < len(values):
+            print(f"{self.name}: default {self.knob} {[v for v in values if v < floor]} left out on task {task.name}: "
+                  f"below the {floor:.3f} of the dense FLOP/s it cannot go under", file=sys.stderr)
+        return kept
 
     def candidates(self, ctx: RunContext) -> Iterator[Candidate]:
         """Yield the candidates of one run."""

@@ -18,7 +18,6 @@ Choices, and why:
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -102,17 +101,6 @@ class StochasticGates(DynamicWidthMethod):
         for budget in self.config.budget:
             if budget < floor:
                 raise ConfigError(f"stochastic_gates: budget {budget} cannot be met: with one feature per slot the model still costs {floor:.3f} of the dense FLOPs")
-
-    def knob_values(self, task) -> list[float]:
-        budgets = list(self.config.budget)
-        if budgets != StochasticGatesConfig().budget:
-            return budgets
-        floor = self.floor(task)
-        kept = [b for b in budgets if b >= floor]
-        if len(kept) < len(budgets):
-            print(f"stochastic_gates: default budget(s) {[b for b in budgets if b < floor]} left out on task {task.name}: "
-                  f"below its floor of {floor:.3f} of the dense FLOP/s (the part no slot shrinks)", file=sys.stderr)
-        return kept
 
     def make_controller(self, task, slots, flops, knob: float) -> GateController:
         return GateController(task, slots, flops, self.config, knob)

@@ -26,6 +26,7 @@ weights are trained already).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from itertools import cycle, islice
 from typing import Iterator
@@ -34,6 +35,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from bench.complexity import measure
+from bench.config import to_dict
 from bench.registry import register_method
 from methods.base import Candidate, Method, RunContext
 from methods.dynamic.layout import slot_layout
@@ -42,6 +44,11 @@ from methods.pruning.scores import feature_scores, lowest, removable, removal_co
 from methods.pruning.slot_groups import SlotGroup, as_task_model, prune_features, slot_groups
 from methods.pruning.stepping import closest_count, step_targets, validate_schedule
 from methods.pruning.tp_pruners import IMPORTANCES, dependency_graph
+
+
+# FLOPs of the task's model at given widths, per process: the runs of one task (its ratios
+# and seeds) probe many of the same widths, and each count is an fvcore trace.
+_FLOPS_AT: dict[tuple, int] = {}
 
 
 @dataclass(frozen=True)
@@ -72,18 +79,26 @@ class Structured(Method):
         full = task.width_slots()
         return [s for s in super().resolve_slots(task) if full[s] > 1]  # a width-1 slot cannot shrink
 
+    def floor(self, task) -> float:
+        """FLOP ratio with every pruned slot at width 1 (the front end, e.g., stays)."""
+        slots = self.resolve_slots(task)
+        example = task.example_input()
+        return measure(task.build_model({s: 1 for s in slots}), example).flops / measure(task.build_model(), example).flops
+
     def candidates(self, ctx: RunContext) -> Iterator[Candidate]:
         task, cfg = ctx.task, self.config
         slots = self.resolve_slots(task)
         layout = slot_layout(task)  # every slot, so all widths can be read back
         example = task.example_input()
-        memo: dict[tuple, int] = {}
+        task_key = json.dumps([task.name, to_dict(task.config)], sort_keys=True)
 
         def flops_at(widths: dict[str, int]) -> int:
-            key = tuple(sorted(widths.items()))
-            if key not in memo:
-                memo[key] = measure(task.build_model(widths), example).flops
-            return memo[key]
+            key = (task_key, tuple(sorted(widths.items())))
+            if key not in _FLOPS_AT:
+                if len(_FLOPS_AT) >= 4096:
+                    _FLOPS_AT.pop(next(iter(_FLOPS_AT)))
+                _FLOPS_AT[key] = measure(task.build_model(widths), example).flops
+            return _FLOPS_AT[key]
 
         dense = flops_at(task.width_slots())
         short = replace(ctx.recipe, steps=max(1, round(cfg.step_finetune * ctx.recipe.steps)))

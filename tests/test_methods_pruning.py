@@ -100,8 +100,8 @@ def test_magnitude_nonzero_flops_fall_while_dense_flops_stay(store_path):
     rows = sorted(store.rows(), key=lambda r: -r["info"]["target_ratio"])
     assert {r["flops"] for r in rows} == {2 * (16 * 64 + 64 + 64 * 4)}  # the dense model's FLOPs, unchanged
     nonzero = [r["nonzero_flops"] for r in rows]
-    assert nonzero == sorted(nonzero, reverse=True) and len(set(nonzero)) == 4
-    for row, target in zip(rows, TARGETS):
+    assert nonzero == sorted(nonzero, reverse=True) and len(set(nonzero)) == 5
+    for row, target in zip(rows, [0.7, *TARGETS]):
         assert abs(row["nonzero_flops"] / row["flops"] / target - 1) <= 0.10
         assert row["widths"] == {"hidden": 64} and row["nonzero_params"] < row["params"]
     sparsity = [r["info"]["sparsity"] for r in rows]
@@ -109,6 +109,26 @@ def test_magnitude_nonzero_flops_fall_while_dense_flops_stay(store_path):
     model, _ = load_candidate(store.models_dir / rows[-1]["model_path"])  # plain module, zeros kept
     assert not any("mask" in k or "orig" in k for k in model.state_dict())
     assert measure(model, torch.zeros(1, 16)).nonzero_flops == rows[-1]["nonzero_flops"]
+
+
+def test_default_targets_under_a_task_floor_are_left_out_set_ones_are_run(capsys):
+    """On the VAD CRNN the front end, norms and gate arithmetic have no weights: zeroing
+    every weight leaves ~0.3 of the non-zero FLOP/s, every slot at width 1 ~0.1."""
+    task = make_task("vad", {"model": "crnn"})
+    magnitude, structured = Magnitude(), Structured()
+    assert 0.25 < magnitude.floor(task) < 0.5 and 0.0625 < structured.floor(task) < 0.125
+    assert magnitude.knob_values(task) == [0.7, 0.5]
+    assert structured.knob_values(task) == [0.5, 0.25, 0.125]
+    assert "[0.25, 0.125, 0.0625] left out on task vad" in capsys.readouterr().err
+    zeroed = task.build_model()
+    with torch.no_grad():
+        for p in zeroed.parameters():
+            if p.dim() >= 2:
+                p.zero_()
+    assert measure(zeroed, task.example_input()).nonzero_flops / measure(zeroed, task.example_input()).flops \
+        == pytest.approx(magnitude.floor(task), abs=0.01)
+    assert Magnitude(MagnitudeConfig(ratios=[0.25])).knob_values(task) == [0.25]  # asked for: run, ends at the floor
+    assert Structured(StructuredConfig(ratios=[0.0625])).knob_values(task) == [0.0625]
 
 
 @pytest.mark.parametrize("setting", ["structured.ratios=0", "structured.ratios=1.5", "magnitude.ratios=-0.1",
