@@ -5,8 +5,10 @@ Pareto-optimal trials.
 The study lives in the result store's database (Optuna's RDB storage at `ctx.store_url`),
 named after the run key, with `load_if_exists`: a killed search resumes and runs only the
 trials still missing (`trials` counts completed ones). Each completed trial keeps its
-trained weights (a user attribute), so the Pareto models are never retrained. Search cost
-= training seconds of all completed trials, earlier processes included.
+trained weights (a user attribute), so the Pareto models are never retrained. The
+full-width start trial is the dense model the baseline and the pruning methods share
+(trained once per task, recipe and seed). Search cost = training seconds of all completed
+trials (the dense model's included), earlier processes included.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from bench.complexity import measure
 from bench.registry import register_method
 from bench.training import NonFiniteLossError
 from methods.base import Candidate, Method, RunContext
+from methods.pruning.pretrain import dense_model
 
 SAMPLERS = ("nsga2", "tpe")
 
@@ -105,6 +108,18 @@ def run_trial(ctx: RunContext, widths: dict[str, int], number: int) -> dict:
             "final_train_loss": report.final_loss, "state_dict": encode_state(model)}
 
 
+def dense_trial(ctx: RunContext) -> dict:
+    """`run_trial`'s result for the full-width model, from the dense model the baseline and
+    the pruning methods share (`methods.pruning.pretrain`): the same recipe and seed, so
+    not trained again; its training seconds still count as this search's cost."""
+    model, report = dense_model(ctx)
+    task = ctx.task
+    error = task.evaluate(model, "val").error
+    flops = measure(model, task.example_input()).flops * (1.0 / (task.example_seconds or 1.0))
+    return {"error": error, "flops": flops, "train_seconds": report["seconds"],
+            "final_train_loss": report["final_loss"], "state_dict": encode_state(model)}
+
+
 @register_method("optuna")
 class OptunaSearch(Method):
     description = "Optuna multi-objective width search (NSGA-II or TPE): trains each trial, candidates = Pareto front (error, FLOPs)"
@@ -148,7 +163,10 @@ class OptunaSearch(Method):
                 trial.set_user_attr("duplicate_of", twin.number)
                 trial.set_user_attr("train_seconds", 0.0)
                 return tuple(twin.values)
-            out = run_trial(ctx, widths, trial.number)
+            if widths == {s: full[s] for s in slots}:  # the dense model: trained once, shared with baseline and pruning
+                out = dense_trial(ctx)
+            else:
+                out = run_trial(ctx, widths, trial.number)
             for key in USER_ATTRS:
                 trial.set_user_attr(key, out[key])
             return out["error"], out["flops"]

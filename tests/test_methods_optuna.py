@@ -9,7 +9,8 @@ from bench.cli import main
 from bench.config import TrainRecipe
 from bench.store import ResultStore
 from methods.base import RunContext
-from methods.optuna_search import OptunaConfig, OptunaSearch, complete_trials, open_study
+from methods.optuna_search import OptunaConfig, OptunaSearch, complete_trials, decode_state, open_study
+from methods.pruning import pretrain
 from tasks.synthetic import SyntheticTask
 
 SMOKE = ["--task", "synthetic", "--scale", "smoke", "--quiet", "--seed", "0", "--threads", "1"]
@@ -43,6 +44,21 @@ def test_search_stores_pareto_front_with_search_cost(sampler, store_path):
         assert SyntheticTask(scale="smoke").evaluate(model, "val").error == pytest.approx(row["info"]["val_error"], rel=1e-5)
 
 
+def test_the_full_width_trial_is_the_shared_dense_model(store_path):
+    """Not trained again: the baseline's candidate, with its training time as search cost."""
+    args = ["--method", "baseline", "optuna", "--store", store_path, "--set", "train.steps=40", "--set", "optuna.trials=3",
+            "--set", "optuna.population=2"]
+    assert main(["run", *SMOKE, *args]) == 0
+    store = ResultStore(store_path)
+    (base,) = store.rows(method="baseline")
+    first = complete_trials(open_study(store.url, f"bench:{store.rows(method='optuna')[0]['run_key']}"))[0]
+    assert first.params == {"hidden": 64}
+    dense, _ = load_candidate(store.models_dir / base["model_path"])
+    state = decode_state(first.user_attrs["state_dict"])
+    assert all(torch.equal(state[k], v) for k, v in dense.state_dict().items())
+    assert first.user_attrs["train_seconds"] == pytest.approx(base["train_seconds"])
+
+
 class Interrupting(RunContext):
     """A context whose training is killed (KeyboardInterrupt) at call number `kill_at`."""
 
@@ -52,13 +68,15 @@ class Interrupting(RunContext):
 
     def train(self, model, hooks=None, recipe=None, desc="train"):
         type(self).calls += 1
-        type(self).trained.append(int(desc.rsplit(" ", 1)[1]))  # "synthetic/optuna trial N"
+        last = desc.rsplit(" ", 1)[1]  # "synthetic/optuna trial N", or "synthetic dense training" (trial 0)
+        type(self).trained.append(int(last) if last.isdigit() else 0)
         if type(self).calls == self.kill_at:
             raise KeyboardInterrupt
         return super().train(model, hooks, recipe, desc)
 
 
-def test_killed_search_resumes_without_redoing_finished_trials(tmp_path):
+def test_killed_search_resumes_without_redoing_finished_trials(tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrain, "_CACHE", {})  # trial 0 (the dense model) is trained here, not found in memory
     task = SyntheticTask(scale="smoke")
     recipe = TrainRecipe(steps=30, batch_size=64, lr=3e-3)
     url = f"sqlite:///{tmp_path / 'results.db'}"
