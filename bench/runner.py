@@ -296,7 +296,9 @@ def _run_parallel(specs: list[RunSpec], store: ResultStore, progress: bool, jobs
     bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc=f"runs ({jobs} at once)", unit="run",
                disable=not progress or None, dynamic_ncols=True)
     try:
-        futures = {pool.submit(_worker_execute, spec): i for i, spec in enumerate(specs) if outcomes[i] is None}
+        # Searches first: they are the longest runs, and one started last leaves a core idle at the end.
+        order = sorted((i for i, o in enumerate(outcomes) if o is None), key=lambda i: not get_method_class(specs[i].method).runs_long)
+        futures = {pool.submit(_worker_execute, specs[i]): i for i in order}
         for future in as_completed(futures):
             i = futures[future]
             try:

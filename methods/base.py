@@ -59,6 +59,7 @@ class Method:
     # Name of a list-valued Config field whose values are independent settings (e.g.
     # kappa_min): the runner makes one run per value, so each is resumed and scheduled alone.
     knob: ClassVar[str | None] = None
+    runs_long: ClassVar[bool] = False  # one run trains many models (a search): parallel jobs start these first
 
     def __init__(self, config: Any | None = None):
         self.config = config if config is not None else self.Config()

@@ -38,7 +38,7 @@ _WEIGHTED = (nn.Linear, nn.modules.conv._ConvNd, nn.RNNBase)
 class MagnitudeConfig:
     # target non-zero FLOP ratio of the dense model; one run per value (defaults under the task's floor are left out)
     ratios: list[float] = field(default_factory=lambda: [0.7, 0.5, 0.25, 0.125, 0.0625])
-    steps: int = 4  # prune + fine-tune iterations on the way to the target
+    steps: int = 3  # prune + fine-tune iterations on the way to the target
     step_finetune: float = 0.1  # fine-tuning after each intermediate step, as a fraction of the recipe's steps
     finetune: float = 0.5  # fine-tuning at the target, as a fraction of the recipe's steps
     include_head: bool = True  # prune the last layer's weights too (zeros only; its outputs stay)

@@ -34,7 +34,7 @@ SAMPLERS = ("nsga2", "tpe")
 
 @dataclass(frozen=True)
 class OptunaConfig:
-    trials: int = 8  # completed trials per search (resumed searches count earlier ones); each trains a model
+    trials: int = 6  # completed trials per search (resumed searches count earlier ones); each trains a model
     sampler: str = "nsga2"  # nsga2 (NSGA-II) | tpe (multivariate multi-objective TPE)
     population: int = 4  # NSGA-II population size; TPE: random startup trials
     slots: list[str] = field(default_factory=list)  # searched slots; empty = all (the rest stay at full width)
@@ -124,6 +124,7 @@ def dense_trial(ctx: RunContext) -> dict:
 class OptunaSearch(Method):
     description = "Optuna multi-objective width search (NSGA-II or TPE): trains each trial, candidates = Pareto front (error, FLOPs)"
     Config = OptunaConfig
+    runs_long = True
 
     def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         if self.config.sampler == "nsga2":

@@ -55,7 +55,7 @@ _FLOPS_AT: dict[tuple, int] = {}
 class StructuredConfig:
     ratios: list[float] = field(default_factory=lambda: [0.5, 0.25, 0.125, 0.0625])  # target FLOP ratio of the dense model; one run per value
     importance: str = "magnitude"  # magnitude (group L2 of each feature's weights) | taylor (|w * dL/dw| over taylor_batches)
-    steps: int = 4  # prune steps on the way to the target
+    steps: int = 3  # prune steps on the way to the target
     step_finetune: float = 0.1  # fine-tuning between steps, as a fraction of the recipe's steps
     finetune: float = 0.5  # fine-tuning at the target, as a fraction of the recipe's steps
     taylor_batches: int = 4  # training batches whose gradients the taylor importance sums

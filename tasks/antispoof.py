@@ -14,7 +14,7 @@ spectrogram (0-`max_hz` Hz, 64 ms window),
 each stage's width a slot `stage1..stage4` (`tasks.speech.spoof_models`). Training batches
 are pairs (`SpoofPairs`): each spoofed clip with a bona fide one -- on generated data the
 clip it was made from, so the model sees the attack's change and not the speaker's; a
-batch of 16 is 32 clips. Evaluation: EER overall, breakdowns ``seen``, ``unseen`` and
+batch of 12 is 24 clips. Evaluation: EER overall, breakdowns ``seen``, ``unseen`` and
 ``attack_<name>`` (bona fide vs. that attack's spoofs), AUC as secondary.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ _REAL_FILES = {"smoke": 0, "small": 4000, "full": 20000}
 _RECIPES = {
     # batch_size counts (spoof, bona fide) pairs
     "smoke": TrainRecipe(steps=10, batch_size=4, lr=3e-3),
-    "small": TrainRecipe(steps=120, batch_size=16, lr=2e-2),
+    "small": TrainRecipe(steps=120, batch_size=12, lr=2e-2),
     "full": TrainRecipe(steps=3000, batch_size=16, lr=2e-3),
 }
 

@@ -267,3 +267,31 @@ def test_the_dense_baseline_is_the_model_pruning_starts_from(store_path, monkeyp
     assert trained == []  # loaded, not trained again
     base, = ResultStore(store_path).rows(method="baseline")
     assert base["train_seconds"] > 0 and base["info"]["final_train_loss"] > 0 and base["label"] == "dense"
+
+
+def test_parallel_jobs_start_the_searches_first(store_path, monkeypatch):
+    """An Optuna run trains many models: submitted last, it would leave one core idle at the end."""
+    import concurrent.futures
+
+    from bench.runner import RunOutcome, plan_runs, run_all
+
+    submitted = []
+
+    class Recording:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def submit(self, fn, spec):
+            submitted.append(spec.method)
+            future = concurrent.futures.Future()
+            future.set_result(RunOutcome(spec, "done", []))
+            return future
+
+        def shutdown(self, *args, **kwargs):
+            pass
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Recording)
+    specs = plan_runs(["synthetic"], ["baseline", "structured", "optuna"], seeds=[0, 1], scale="smoke")
+    assert specs[0].method == "baseline"  # planned in the order asked
+    run_all(specs, ResultStore(store_path), progress=False, jobs=2)
+    assert submitted[:2] == ["optuna", "optuna"] and sorted(submitted) == sorted(s.method for s in specs)
