@@ -342,6 +342,7 @@ class NonzeroCounter:
             fa = _build_analysis(model, example_input)
             self.total = float(fa.total())
             self._groups = _weighted_groups(fa, model)
+        self.flops = 2 * int(round(self.total))  # dense, as measure() gives it
 
     def nonzero_flops(self) -> int:
         with torch.no_grad():

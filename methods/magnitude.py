@@ -91,7 +91,7 @@ class Magnitude(Method):
         with torch.no_grad():
             for m, n in prunable_weights(model, self.config.include_head):
                 getattr(m, n).zero_()
-        zeroed = counter.nonzero_flops() / counter.total / 2
+        zeroed = counter.nonzero_flops() / counter.flops
         return zeroed + (1 - zeroed) * (1 - self.config.max_sparsity)
 
     def candidates(self, ctx: RunContext) -> Iterator[Candidate]:

@@ -101,11 +101,7 @@ def run_trial(ctx: RunContext, widths: dict[str, int], number: int) -> dict:
     torch.manual_seed(ctx.seed * 100003 + number)
     model = task.build_model(widths)
     report = ctx.train(model, desc=f"{task.name}/optuna trial {number}")
-    model.eval()
-    error = task.evaluate(model, "val").error
-    flops = measure(model, task.example_input()).flops * (1.0 / (task.example_seconds or 1.0))
-    return {"error": error, "flops": flops, "train_seconds": report.seconds,
-            "final_train_loss": report.final_loss, "state_dict": encode_state(model)}
+    return _trial_result(task, model.eval(), report.seconds, report.final_loss)
 
 
 def dense_trial(ctx: RunContext) -> dict:
@@ -113,11 +109,13 @@ def dense_trial(ctx: RunContext) -> dict:
     the pruning methods share (`methods.pruning.pretrain`): the same recipe and seed, so
     not trained again; its training seconds still count as this search's cost."""
     model, report = dense_model(ctx)
-    task = ctx.task
+    return _trial_result(ctx.task, model, report["seconds"], report["final_loss"])
+
+
+def _trial_result(task, model: torch.nn.Module, seconds: float, final_loss: float) -> dict:
     error = task.evaluate(model, "val").error
     flops = measure(model, task.example_input()).flops * (1.0 / (task.example_seconds or 1.0))
-    return {"error": error, "flops": flops, "train_seconds": report["seconds"],
-            "final_train_loss": report["final_loss"], "state_dict": encode_state(model)}
+    return {"error": error, "flops": flops, "train_seconds": seconds, "final_train_loss": final_loss, "state_dict": encode_state(model)}
 
 
 @register_method("optuna")
