@@ -4,13 +4,18 @@ Each feature i of a dynamic slot gets a gate `z_i = clamp(mu_i + eps_i, 0, 1)` w
 `eps_i ~ N(0, s^2)` in training. The expected number of open gates, `sum Phi(mu_i / s)`
 (the expected L0 norm), is the slot's soft width; the FLOP cost of those widths (the same
 `FlopsModel` as noise injection) is penalised above a complexity budget, the method's knob.
-After training, features with `mu <= 0` are removed.
+After training, each slot keeps its expected number of open gates, `round(sum Phi(mu_i / s))`
+-- the width its FLOP cost was computed from -- taking the features of largest `mu`, never
+one with `mu <= 0`, at least one.
 
 Choices, and why:
-- At evaluation a gate is 1 if `mu > 0` and 0 otherwise (not `clamp(mu, 0, 1)`): the kept
-  features then pass unscaled, so consolidation is pure selection and the consolidated
-  model computes exactly what the gated model does. The penalty drives most `mu` below 0
-  or above 1, where the two agree.
+- Keep the expected L0, not every `mu > 0` (the rule once gates have converged, with `mu`
+  far below 0 or above 1, where the two agree). In short trainings the `mu` sit between
+  0 and 1 (on the VAD CRNN at budget 0.5 after 120 steps: all of them, median 0.1), so
+  `mu > 0` kept every feature: dense FLOP/s, with the budget met only in expectation.
+- At evaluation a kept gate is 1 (not `clamp(mu, 0, 1)`): the kept features then pass
+  unscaled, so consolidation is pure selection and the consolidated model computes
+  exactly what the gated model does.
 - `eps` is drawn per feature and per forward pass (shared across the batch): one draw per
   gate per step, the cheapest estimator, and enough for these small models.
 - The cost is `cost_weight * relu(FLOP ratio - budget)`: no pull below the budget, so the
@@ -65,9 +70,10 @@ class GateController(WidthController):
         if training:
             return None  # every feature can open in training
         mu = self.mu[slot].detach()
-        keep = mu > 0
-        if not keep.any():  # keep at least the most open feature
-            keep = mu == mu.max()
+        expected = round(float(self.normal.cdf(mu / self.config.sigma).sum()))
+        k = max(1, min(expected, int((mu > 0).sum())))
+        keep = torch.zeros_like(mu, dtype=torch.bool)
+        keep[torch.argsort(mu, descending=True, stable=True)[:k]] = True
         return keep
 
     def transform(self, x: torch.Tensor, mask) -> torch.Tensor:

@@ -174,3 +174,24 @@ def test_default_gate_budgets_a_task_cannot_meet_are_left_out_but_explicit_ones_
     method.validate(task)  # defaults pass: the unreachable one is left out, not an error
     with pytest.raises(ConfigError, match="budget 0.0625 cannot be met"):
         StochasticGates(StochasticGatesConfig(budget=[0.25, 0.0625])).validate(task)
+
+
+def test_gates_keep_their_expected_number_of_open_features_the_most_open_first(flops_models):
+    """Not every mu > 0: after a short training all mu sit in (0, 1) and that kept the dense
+    model, while the FLOP cost saw sum Phi(mu / s) features."""
+    task, flops = flops_models("synthetic")
+    sg = GateController(task, ["hidden"], flops, StochasticGatesConfig(sigma=0.5), budget=0.5)
+    mu = sg.mu["hidden"]
+    normal = torch.distributions.Normal(0.0, 1.0)
+    with torch.no_grad():
+        mu.fill_(0.1)
+        mu[10:15] = 1.5
+        expected = round(float(normal.cdf(mu / 0.5).sum()))  # 5 * 0.999 + 59 * 0.579 = 39
+        keep = sg.present("hidden", training=False)
+        assert int(keep.sum()) == expected == 39 and keep[10:15].all()
+        mu.fill_(-2.0)
+        mu[:20] = 2.0  # converged gates: the expected L0 is the mu > 0 rule
+        assert torch.equal(sg.present("hidden", training=False), mu > 0)
+        mu.fill_(-1.0)
+        mu[7] = -0.2  # none open: the most open one stays
+        assert sg.present("hidden", training=False).nonzero().flatten().tolist() == [7]
