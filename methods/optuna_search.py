@@ -67,13 +67,17 @@ def rdb_storage(url: str) -> optuna.storages.RDBStorage:
 
 
 def open_study(url: str, name: str, attempts: int = 8) -> optuna.Study:
-    """Create or load study `name` in the database at `url`, waiting out SQLite's locks."""
+    """Create or load study `name` in the database at `url`, waiting out what processes
+    opening one database at once run into: SQLite's locks, another process creating
+    Optuna's tables first ("table ... already exists", or an IntegrityError on
+    alembic_version) or the same study."""
     for attempt in range(attempts):
         try:
             storage = rdb_storage(url)
             return optuna.create_study(storage=storage, study_name=name, directions=["minimize", "minimize"], load_if_exists=True)
-        except (sa.exc.OperationalError, optuna.exceptions.DuplicatedStudyError) as err:
-            if attempt == attempts - 1 or not isinstance(err, optuna.exceptions.DuplicatedStudyError) and "locked" not in str(err):
+        except (sa.exc.OperationalError, sa.exc.IntegrityError, optuna.exceptions.DuplicatedStudyError) as err:
+            transient = not isinstance(err, sa.exc.OperationalError) or "locked" in str(err) or "already exists" in str(err)
+            if attempt == attempts - 1 or not transient:
                 raise
             time.sleep(0.2 * 2**attempt)
     raise AssertionError("unreachable")

@@ -120,3 +120,43 @@ def test_repeated_proposals_are_not_trained_again(tmp_path):
     candidates = list(OptunaSearch(OptunaConfig(trials=5, population=2)).candidates(ctx))
     assert Interrupting.calls <= 2 and candidates[0].info["trials_complete"] == 5
     assert len({tuple(c.widths.items()) for c in candidates}) == len(candidates)
+
+
+def test_opening_a_study_waits_out_another_process_creating_the_tables(tmp_path, monkeypatch):
+    """Two parallel Optuna runs on a fresh store: the second to create Optuna's tables gets
+    an IntegrityError on alembic_version (seen in the main job); it must retry, not fail."""
+    import sqlalchemy as sa
+
+    from methods import optuna_search
+
+    real, calls = optuna_search.rdb_storage, []
+
+    def racing(url):
+        calls.append(url)
+        if len(calls) == 1:
+            raise sa.exc.IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed: alembic_version.version_num"))
+        return real(url)
+
+    monkeypatch.setattr(optuna_search, "rdb_storage", racing)
+    monkeypatch.setattr(optuna_search.time, "sleep", lambda s: None)
+    study = open_study(f"sqlite:///{tmp_path / 'r.db'}", "race")
+    assert study.study_name == "race" and len(calls) == 2
+
+
+def _open(args):
+    url, name = args
+    try:
+        open_study(url, name)
+        return "ok"
+    except Exception as err:  # noqa: BLE001 - reported to the test
+        return f"{type(err).__name__}: {err}"
+
+
+def test_two_processes_open_studies_in_a_fresh_database_at_once(tmp_path):
+    """The real race: without retries about half of these failed ("table studies already exists")."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        for round_ in range(4):
+            url = f"sqlite:///{tmp_path / f'{round_}.db'}"
+            assert pool.map(_open, [(url, "a"), (url, "b")]) == ["ok", "ok"]
