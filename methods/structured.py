@@ -51,6 +51,17 @@ from methods.pruning.tp_pruners import IMPORTANCES, dependency_graph
 _FLOPS_AT: dict[tuple, int] = {}
 
 
+def flops_at(task, widths: dict[str, int]) -> int:
+    """The counter's FLOPs of `task.build_model(widths)` (unnamed slots at full width), memoised."""
+    widths = task.resolve_widths(widths)
+    key = (json.dumps([task.name, to_dict(task.config)], sort_keys=True), tuple(sorted(widths.items())))
+    if key not in _FLOPS_AT:
+        if len(_FLOPS_AT) >= 4096:
+            _FLOPS_AT.pop(next(iter(_FLOPS_AT)))
+        _FLOPS_AT[key] = measure(task.build_model(widths), task.example_input()).flops
+    return _FLOPS_AT[key]
+
+
 @dataclass(frozen=True)
 class StructuredConfig:
     ratios: list[float] = field(default_factory=lambda: [0.5, 0.25, 0.125, 0.0625])  # target FLOP ratio of the dense model; one run per value
@@ -81,26 +92,14 @@ class Structured(Method):
 
     def floor(self, task) -> float:
         """FLOP ratio with every pruned slot at width 1 (the front end, e.g., stays)."""
-        slots = self.resolve_slots(task)
-        example = task.example_input()
-        return measure(task.build_model({s: 1 for s in slots}), example).flops / measure(task.build_model(), example).flops
+        return flops_at(task, {s: 1 for s in self.resolve_slots(task)}) / flops_at(task, {})
 
     def candidates(self, ctx: RunContext) -> Iterator[Candidate]:
         task, cfg = ctx.task, self.config
         slots = self.resolve_slots(task)
         layout = slot_layout(task)  # every slot, so all widths can be read back
         example = task.example_input()
-        task_key = json.dumps([task.name, to_dict(task.config)], sort_keys=True)
-
-        def flops_at(widths: dict[str, int]) -> int:
-            key = (task_key, tuple(sorted(widths.items())))
-            if key not in _FLOPS_AT:
-                if len(_FLOPS_AT) >= 4096:
-                    _FLOPS_AT.pop(next(iter(_FLOPS_AT)))
-                _FLOPS_AT[key] = measure(task.build_model(widths), example).flops
-            return _FLOPS_AT[key]
-
-        dense = flops_at(task.width_slots())
+        dense = flops_at(task, {})
         short = replace(ctx.recipe, steps=max(1, round(cfg.step_finetune * ctx.recipe.steps)))
         final = replace(ctx.recipe, steps=max(1, round(cfg.finetune * ctx.recipe.steps)))
         for target in cfg.ratios:
@@ -115,17 +114,17 @@ class Structured(Method):
                 sizes = {s: widths[s] for s in slots if grouped[s]}
 
                 def ratio_of(k: int) -> float:
-                    return flops_at({**widths, **{s: sizes[s] - c for s, c in removal_counts(order, sizes, k).items()}}) / dense
+                    return flops_at(task, {**widths, **{s: sizes[s] - c for s, c in removal_counts(order, sizes, k).items()}}) / dense
 
                 counts = removal_counts(order, sizes, closest_count(ratio_of, step_target, 0, removable(sizes)))
                 for g, s in zip(groups, scores):
                     prune_features(graph, g, lowest(s, counts[g.slot]))
                 model, widths = as_task_model(task, model, layout)
-                trace.append({"step_target": round(step_target, 5), "ratio": round(flops_at(widths) / dense, 5), "widths": dict(widths)})
+                trace.append({"step_target": round(step_target, 5), "ratio": round(flops_at(task, widths) / dense, 5), "widths": dict(widths)})
                 if i < cfg.steps - 1 and cfg.step_finetune > 0:
                     search_seconds += ctx.train(model, recipe=short, desc=f"{task.name}/structured step {i + 1}").seconds
             report = ctx.train(model, recipe=final, desc=f"{task.name}/structured ratio={target} fine-tune")
-            ratio = flops_at(widths) / dense  # the counter on the task's model at these widths: the pruned model's shapes
+            ratio = flops_at(task, widths) / dense  # the counter on the task's model at these widths: the pruned model's shapes
             yield Candidate(
                 model=model.eval(), widths=dict(widths), label=f"ratio={target}", train_seconds=report.seconds, search_seconds=search_seconds,
                 info={"target_ratio": target, "achieved_ratio": ratio, "within_10pct": abs(ratio / target - 1) <= 0.1,
