@@ -58,7 +58,8 @@ def flops_at(task, widths: dict[str, int]) -> int:
     if key not in _FLOPS_AT:
         if len(_FLOPS_AT) >= 4096:
             _FLOPS_AT.pop(next(iter(_FLOPS_AT)))
-        _FLOPS_AT[key] = measure(task.build_model(widths), task.example_input()).flops
+        with torch.random.fork_rng(devices=[]):  # memoised: leave the run's generator as if never called
+            _FLOPS_AT[key] = measure(task.build_model(widths), task.example_input()).flops
     return _FLOPS_AT[key]
 
 

@@ -30,10 +30,13 @@ class FlopsModel:
     def for_task(cls, task, slots: list[str]) -> "FlopsModel":
         """The fitted model of `task` (by name and config) and `slots`, fitted once per process:
         a fit traces the model ~20 times, seconds on the speech tasks, and planning and every
-        run of a method ask for the same one."""
+        run of a method ask for the same one. The fit builds models, which draws from torch's
+        global generator: it draws from a forked one, or a run's initial weights would depend
+        on whether this process had fitted the model before."""
         key = (task.name, repr(task.config), tuple(slots))
         if key not in cls._cache:
-            cls._cache[key] = cls(task, slots)
+            with torch.random.fork_rng(devices=[]):
+                cls._cache[key] = cls(task, slots)
         return cls._cache[key]
 
     def __init__(self, task, slots: list[str], check_points: int = 3, tolerance: float = 0.01):

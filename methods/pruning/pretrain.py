@@ -38,8 +38,15 @@ def dense_model(ctx) -> tuple[nn.Module, dict]:
     """The dense model and its training report (seconds, final_loss, loss_curve)."""
     task = ctx.task
     key = json.dumps([task.name, to_dict(task.config), task.scale, str(task.data_root), to_dict(ctx.recipe), ctx.seed], sort_keys=True)
-    torch.manual_seed(ctx.seed)
-    model = task.build_model()
+    # A forked generator: trained here or found in a cache, the caller's generator is left as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ctx.seed)
+        model = task.build_model()
+        return _load_or_train(ctx, model, key)
+
+
+def _load_or_train(ctx, model: nn.Module, key: str) -> tuple[nn.Module, dict]:
+    task = ctx.task
     folder = getattr(ctx, "models_dir", None)
     path = Path(folder) / "pretrained" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt" if folder else None
     memo = f"{path}|{key}"  # per store: runs into another store never see this one's models
