@@ -180,7 +180,7 @@ def execute(spec: RunSpec, store: ResultStore, progress: bool = True) -> RunOutc
     try:
         task, method = spec.build_task(), spec.build_method()
         ctx = RunContext(task=task, seed=spec.seed, recipe=spec.recipe, progress=progress, store_url=store.url, run_key=spec.run_key,
-                         models_dir=store.models_dir)
+                         models_dir=store.models_dir, config=spec.config)
         for index, candidate in enumerate(method.candidates(ctx)):
             rows.append(_finish_candidate(spec, store, ctx, index, candidate))
     except Exception as err:  # a failed run is stored with its reason; the others go on

@@ -42,6 +42,7 @@ class RunContext:
     store_url: str | None = None  # the result store's SQLAlchemy URL, for methods that keep state there (Optuna)
     run_key: str = ""  # this run's key in the store, e.g. to name an Optuna study
     models_dir: Path | None = None  # the store's models folder, for state shared between runs (pre-trained models)
+    config: dict[str, Any] = field(default_factory=dict)  # the run's resolved config (task, method, train, scale)
 
     def train(self, model: nn.Module, hooks: TrainingHooks | None = None, recipe: TrainRecipe | None = None, desc: str = "train") -> TrainReport:
         """Train `model` in place with the shared loop (the run's recipe unless one is given)."""

@@ -195,3 +195,43 @@ def test_gates_keep_their_expected_number_of_open_features_the_most_open_first(f
         mu.fill_(-1.0)
         mu[7] = -0.2  # none open: the most open one stays
         assert sg.present("hidden", training=False).nonzero().flatten().tolist() == [7]
+
+
+@pytest.mark.parametrize("method", ["noise_injection", "stochastic_gates"])
+def test_a_run_gives_the_same_model_whatever_the_process_computed_before(method, tmp_path, one_thread):
+    """The FLOP model is fitted once per process and the fit builds models: it used to draw
+    from the global generator, so a worker's first run started from other weights than its
+    later ones (seen as different widths for the same spec)."""
+    from bench.runner import execute
+
+    (spec,) = plan_runs(["synthetic"], [method], [0], "smoke", [f"method.{'kappa_min' if method == 'noise_injection' else 'budget'}=0.25",
+                                                                "train.steps=60"])
+    FlopsModel._cache.clear()  # as in a fresh worker
+    first = execute(spec, ResultStore(str(tmp_path / "a.db")), progress=False).rows[0]
+    second = execute(spec, ResultStore(str(tmp_path / "b.db")), progress=False).rows[0]
+    assert first["status"] == second["status"] == "ok"
+    assert first["info"]["width_trajectory"] == second["info"]["width_trajectory"]
+    assert (first["widths"], first["error"]) == (second["widths"], second["error"])
+
+
+def test_a_lower_kappa_bound_reuses_a_run_whose_kappas_never_reached_the_higher_one(tmp_path):
+    """Training with kappa_min 0.1 repeats a 0.2 run whose kappas stayed above 0.2 step for
+    step, so that run's model is reused (and re-evaluated); a run that hit its bound is not."""
+    from bench.checkpoint import load_candidate
+
+    args = ["run", "--task", "synthetic", "--method", "noise_injection", "--scale", "smoke", "--seed", "0", "--quiet", "--set", "train.steps=300"]
+    assert main(args + ["--set", "method.kappa_min=0.6,0.2,0.1", "--store", str(tmp_path / "a.db")]) == 0
+    rows = {r["label"]: r for r in ResultStore(str(tmp_path / "a.db")).rows()}
+    high, mid, low = rows["kappa_min=0.6"], rows["kappa_min=0.2"], rows["kappa_min=0.1"]
+    assert high["info"]["kappa_bound_reached"] and high["widths"]["hidden"] == round(0.6 * 64)  # ended on its bound
+    assert not mid["info"]["kappa_bound_reached"] and "same_as" not in mid["info"]  # 0.6 hit its bound: trained
+    assert low["info"]["same_as"] == mid["run_key"] and low["train_seconds"] == mid["train_seconds"]
+    assert (low["widths"], low["error"]) == (mid["widths"], mid["error"])
+
+    # Trained alone, kappa_min 0.1 gives that very model.
+    assert main(args + ["--set", "method.kappa_min=0.1", "--store", str(tmp_path / "b.db")]) == 0
+    (alone,) = ResultStore(str(tmp_path / "b.db")).rows()
+    assert "same_as" not in alone["info"] and (alone["widths"], alone["error"]) == (low["widths"], low["error"])
+    trained, _ = load_candidate(ResultStore(str(tmp_path / "b.db")).models_dir / alone["model_path"])
+    reused, _ = load_candidate(ResultStore(str(tmp_path / "a.db")).models_dir / low["model_path"])
+    assert all(torch.equal(a, b) for a, b in zip(reused.state_dict().values(), trained.state_dict().values()))

@@ -70,6 +70,10 @@ class WidthController(TrainingHooks):
             for slot, width in self.soft_widths().items():
                 self.trajectory[slot].append([step, round(float(width.detach()), 3)])
 
+    def summary(self) -> dict[str, Any]:
+        """Anything else about the training the candidate's info should record (JSON-able)."""
+        return {}
+
     def keep(self) -> dict[str, torch.Tensor]:
         """Indices of the features each slot keeps at evaluation (at least one)."""
         keep = {}
@@ -109,6 +113,7 @@ class DynamicWidthMethod(Method):
                     "predicted_flops": float(flops({s: len(keep[s]) for s in slots})),
                     "final_train_loss": report.final_loss,
                     "loss_curve": report.loss_curve,
+                    **controller.summary(),
                 },
             )
 
