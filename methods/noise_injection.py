@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from bench.config import ConfigError, config_hash
+from bench.config import ConfigError
 from bench.registry import register_method
-from methods.base import Candidate, RunContext
 from methods.dynamic.common import DynamicWidthMethod, WidthController
 
 _LAM_EPS = 1e-3
@@ -61,9 +60,7 @@ class NoiseInjectionController(WidthController):
         super().__init__(task, slots, flops, config)
         self.kappa_min = kappa_min
         start = max(kappa_min, config.kappa_init)
-        # Whether the bound ever acted (the start or a clamp): if not, any lower bound trains
-        # exactly the same model, which lets a run with a lower bound reuse this one.
-        self.bound_reached = config.kappa_init < kappa_min
+        self.bound_reached = config.kappa_init < kappa_min  # the bound acts on the start, or on a clamp below
         self.kappa = nn.ParameterDict({s: nn.Parameter(torch.tensor(start)) for s in slots})
 
     def width_parameters(self) -> list[nn.Parameter]:
@@ -103,9 +100,6 @@ class NoiseInjectionController(WidthController):
                 kappa.clamp_(self.kappa_min, 1.0)
         super().after_step(model, step)
 
-    def summary(self) -> dict:
-        return {"kappa_bound_reached": self.bound_reached}
-
 
 @register_method("noise_injection")
 class NoiseInjection(DynamicWidthMethod):
@@ -124,40 +118,6 @@ class NoiseInjection(DynamicWidthMethod):
                 if floor > self.config.budget:
                     raise ConfigError(f"noise_injection: budget {self.config.budget} cannot be met with kappa_min={kmin}: "
                                       f"at the lowest widths the model still costs {floor:.3f} of the dense FLOPs")
-
-    def candidates(self, ctx: RunContext):
-        twin = self.unclamped_twin(ctx)
-        if twin is None:
-            yield from super().candidates(ctx)
-            return
-        from bench.checkpoint import load_candidate
-
-        model, _ = load_candidate(ctx.models_dir / twin["model_path"])
-        yield Candidate(model=model, widths=twin["widths"], label=f"kappa_min={self.config.kappa_min[0]}",
-                        train_seconds=twin["train_seconds"],  # what training it would cost; the runner re-evaluates and re-measures it
-                        search_seconds=twin["search_seconds"] - twin["train_seconds"],
-                        info={**twin["info"], "same_as": twin["run_key"]})
-
-    def unclamped_twin(self, ctx: RunContext) -> dict | None:
-        """A finished run in the store with the same task, seed and settings but a higher
-        kappa_min that no kappa ever reached: training with this run's lower bound would
-        repeat it step for step (the clamp never acts, training is seeded), so its model is
-        reused. On the speech tasks' small recipes the widths stop above 0.25, so the 0.125
-        run costs an evaluation instead of a training."""
-        if len(self.config.kappa_min) != 1 or not (ctx.store_url and ctx.models_dir and ctx.config):
-            return None
-        from bench.store import ResultStore
-
-        def without_bound(config: dict) -> str:
-            config = {k: v for k, v in config.items() if k != "seed"}
-            return config_hash({**config, "method": {**config["method"], "kappa_min": None}})
-
-        mine, key = self.config.kappa_min[0], without_bound(ctx.config)
-        found = [r for r in ResultStore(ctx.store_url, ctx.models_dir).rows(task=ctx.config["task"]["name"], method=self.name)
-                 if r["status"] == "ok" and r["seed"] == ctx.seed and r["method_config"]["kappa_min"][0] > mine
-                 and (r["info"] or {}).get("kappa_bound_reached") is False and without_bound(r["config"]) == key
-                 and (ctx.models_dir / r["model_path"]).is_file()]
-        return min(found, key=lambda r: r["method_config"]["kappa_min"][0], default=None)
 
     def make_controller(self, task, slots, flops, knob: float) -> NoiseInjectionController:
         return NoiseInjectionController(task, slots, flops, self.config, knob)

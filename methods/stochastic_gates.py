@@ -54,11 +54,14 @@ class GateController(WidthController):
     def __init__(self, task, slots, flops, config, budget: float):
         super().__init__(task, slots, flops, config)
         self.budget = budget
+        self.bound_reached = False
         self.mu = nn.ParameterDict({s: nn.Parameter(torch.full((self.full[s],), config.mu_init)) for s in slots})
         self.normal = torch.distributions.Normal(0.0, 1.0)
 
     def cost(self) -> torch.Tensor:
-        return torch.relu(self.flops.ratio(self.soft_widths()) - self.budget)
+        ratio = self.flops.ratio(self.soft_widths())
+        self.bound_reached |= bool(ratio.detach() <= self.budget)  # the hinge is flat from here: the budget acts
+        return torch.relu(ratio - self.budget)
 
     def width_parameters(self) -> list[nn.Parameter]:
         return list(self.mu.values())

@@ -214,24 +214,28 @@ def test_a_run_gives_the_same_model_whatever_the_process_computed_before(method,
     assert (first["widths"], first["error"]) == (second["widths"], second["error"])
 
 
-def test_a_lower_kappa_bound_reuses_a_run_whose_kappas_never_reached_the_higher_one(tmp_path):
-    """Training with kappa_min 0.1 repeats a 0.2 run whose kappas stayed above 0.2 step for
-    step, so that run's model is reused (and re-evaluated); a run that hit its bound is not."""
+@pytest.mark.parametrize("method,knob,values,steps", [("noise_injection", "kappa_min", (0.6, 0.2, 0.1), 300),
+                                                     ("stochastic_gates", "budget", (0.7, 0.3, 0.2), 100)])
+def test_a_lower_bound_reuses_a_run_whose_bound_never_acted(method, knob, values, steps, tmp_path):
+    """Training with a lower bound repeats a run whose bound never acted (kappas stayed above
+    kappa_min; the FLOP ratio above the budget) step for step, so that run's model is reused
+    and re-evaluated; a run whose bound acted is not reused."""
     from bench.checkpoint import load_candidate
 
-    args = ["run", "--task", "synthetic", "--method", "noise_injection", "--scale", "smoke", "--seed", "0", "--quiet", "--set", "train.steps=300"]
-    assert main(args + ["--set", "method.kappa_min=0.6,0.2,0.1", "--store", str(tmp_path / "a.db")]) == 0
-    rows = {r["label"]: r for r in ResultStore(str(tmp_path / "a.db")).rows()}
-    high, mid, low = rows["kappa_min=0.6"], rows["kappa_min=0.2"], rows["kappa_min=0.1"]
-    assert high["info"]["kappa_bound_reached"] and high["widths"]["hidden"] == round(0.6 * 64)  # ended on its bound
-    assert not mid["info"]["kappa_bound_reached"] and "same_as" not in mid["info"]  # 0.6 hit its bound: trained
+    args = ["run", "--task", "synthetic", "--method", method, "--scale", "smoke", "--seed", "0", "--quiet", "--set", f"train.steps={steps}"]
+    assert main(args + ["--set", f"method.{knob}={','.join(map(str, values))}", "--store", str(tmp_path / "a.db")]) == 0
+    store = ResultStore(str(tmp_path / "a.db"))
+    high, mid, low = ({r["label"]: r for r in store.rows()}[f"{knob}={v}"] for v in values)
+    assert high["info"]["bound_reached"] and "same_as" not in high["info"]
+    assert not mid["info"]["bound_reached"] and "same_as" not in mid["info"]  # the higher bound acted: trained
     assert low["info"]["same_as"] == mid["run_key"] and low["train_seconds"] == mid["train_seconds"]
     assert (low["widths"], low["error"]) == (mid["widths"], mid["error"])
 
-    # Trained alone, kappa_min 0.1 gives that very model.
-    assert main(args + ["--set", "method.kappa_min=0.1", "--store", str(tmp_path / "b.db")]) == 0
-    (alone,) = ResultStore(str(tmp_path / "b.db")).rows()
+    # Trained alone, the lowest bound gives that very model.
+    assert main(args + ["--set", f"method.{knob}={values[-1]}", "--store", str(tmp_path / "b.db")]) == 0
+    alone_store = ResultStore(str(tmp_path / "b.db"))
+    (alone,) = alone_store.rows()
     assert "same_as" not in alone["info"] and (alone["widths"], alone["error"]) == (low["widths"], low["error"])
-    trained, _ = load_candidate(ResultStore(str(tmp_path / "b.db")).models_dir / alone["model_path"])
-    reused, _ = load_candidate(ResultStore(str(tmp_path / "a.db")).models_dir / low["model_path"])
+    trained, _ = load_candidate(alone_store.models_dir / alone["model_path"])
+    reused, _ = load_candidate(store.models_dir / low["model_path"])
     assert all(torch.equal(a, b) for a, b in zip(reused.state_dict().values(), trained.state_dict().values()))

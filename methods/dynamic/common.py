@@ -6,12 +6,14 @@ the `TrainingHooks` that owns the width parameters and transforms each slot's fe
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Iterator
 
 import torch
 from torch import nn
 
+from bench.checkpoint import load_candidate
+from bench.config import config_hash
+from bench.store import ResultStore
 from bench.training import TrainingHooks
 from methods.base import Candidate, Method, RunContext
 from methods.dynamic.flops_model import FlopsModel
@@ -27,6 +29,10 @@ class WidthController(TrainingHooks):
         self.full = task.width_slots()
         self.trajectory: dict[str, list[list[float]]] = {s: [] for s in slots}
         self.record_every = 1
+        # Whether the knob's bound (kappa_min, the gates' budget) ever acted in training. If
+        # not, a run with a lower bound trains exactly this model (see `DynamicWidthMethod`).
+        # None: the controller does not track it.
+        self.bound_reached: bool | None = None
 
     # Subclasses implement these four.
     def width_parameters(self) -> list[nn.Parameter]:
@@ -70,10 +76,6 @@ class WidthController(TrainingHooks):
             for slot, width in self.soft_widths().items():
                 self.trajectory[slot].append([step, round(float(width.detach()), 3)])
 
-    def summary(self) -> dict[str, Any]:
-        """Anything else about the training the candidate's info should record (JSON-able)."""
-        return {}
-
     def keep(self) -> dict[str, torch.Tensor]:
         """Indices of the features each slot keeps at evaluation (at least one)."""
         keep = {}
@@ -84,11 +86,25 @@ class WidthController(TrainingHooks):
 
 
 class DynamicWidthMethod(Method):
-    """Base of `noise_injection` and `stochastic_gates`; subclasses set `controller_class`."""
+    """Base of `noise_injection` and `stochastic_gates`; subclasses supply `make_controller`.
 
-    controller_class: type[WidthController]
+    Their knob is a bound that only acts once reached (kappa's floor; the budget below which
+    the FLOP cost is flat). A run whose bound never acted trains exactly what any lower
+    bound would (training is seeded), so a run with a lower bound reuses such a finished
+    run's model from the store, re-evaluated and re-measured, instead of training again. On
+    the speech tasks' small recipes the widths stop above kappa_min 0.25 and the gates' FLOP
+    ratio above budget 0.25, so the 0.125 runs cost an evaluation.
+    """
 
     def candidates(self, ctx: RunContext) -> Iterator[Candidate]:
+        twin = self.unbound_twin(ctx)
+        if twin is not None:
+            model, _ = load_candidate(ctx.models_dir / twin["model_path"])
+            yield Candidate(model=model, widths=twin["widths"], label=f"{self.knob}={getattr(self.config, self.knob)[0]}",
+                            train_seconds=twin["train_seconds"],  # the training it stands for
+                            search_seconds=twin["search_seconds"] - twin["train_seconds"],
+                            info={**twin["info"], "same_as": twin["run_key"]})
+            return
         task = ctx.task
         slots = self.resolve_slots(task)
         flops = FlopsModel.for_task(task, slots)
@@ -113,9 +129,27 @@ class DynamicWidthMethod(Method):
                     "predicted_flops": float(flops({s: len(keep[s]) for s in slots})),
                     "final_train_loss": report.final_loss,
                     "loss_curve": report.loss_curve,
-                    **controller.summary(),
+                    "bound_reached": controller.bound_reached,
                 },
             )
 
     def make_controller(self, task, slots: list[str], flops: FlopsModel, knob: float) -> WidthController:
         raise NotImplementedError
+
+    def unbound_twin(self, ctx: RunContext) -> dict[str, Any] | None:
+        """A finished run in the store with this run's task, seed and settings but a higher
+        knob value whose bound never acted (the lowest such), or None."""
+        values = getattr(self.config, self.knob)
+        if len(values) != 1 or not (ctx.store_url and ctx.models_dir and ctx.config):
+            return None
+
+        def without_knob(config: dict[str, Any]) -> str:
+            config = {k: v for k, v in config.items() if k != "seed"}
+            return config_hash({**config, "method": {**config["method"], self.knob: None}})
+
+        key = without_knob(ctx.config)
+        found = [r for r in ResultStore(ctx.store_url, ctx.models_dir).rows(task=ctx.config["task"]["name"], method=self.name)
+                 if r["status"] == "ok" and r["seed"] == ctx.seed and r["method_config"][self.knob][0] > values[0]
+                 and (r["info"] or {}).get("bound_reached") is False and without_knob(r["config"]) == key
+                 and (ctx.models_dir / r["model_path"]).is_file()]
+        return min(found, key=lambda r: r["method_config"][self.knob][0], default=None)
