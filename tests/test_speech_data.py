@@ -84,6 +84,21 @@ def test_espeak_state_is_why_shards_run_in_fresh_processes():
     assert first.size > 0 and second.size > 0
 
 
+def test_shards_forked_from_the_fork_server_equal_shards_in_a_spawned_process():
+    """The fork server imports the generators, never espeak-ng: its children start as fresh
+    as a new interpreter (what the cached data of earlier versions were made in)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    kinds = list(noise.NOISE_TYPES) + ["babble"]
+    args = ("val", 0.5, 7, (-5, 35), kinds, None, kinds)
+    forked = vad_data.generate_synthetic(args[0], 2, *args[1:], progress=False)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        spawned = pool.submit(vad_data._synthetic_shard, 0, 2, *args).result()
+    for key in forked:
+        assert np.array_equal(forked[key], spawned[key]), key
+
+
 def test_spoof_generation_is_deterministic_and_covers_every_attack_in_test():
     from tasks.speech import spoof_data
 
