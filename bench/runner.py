@@ -296,8 +296,7 @@ def _run_parallel(specs: list[RunSpec], store: ResultStore, progress: bool, jobs
     bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc=f"runs ({jobs} at once)", unit="run",
                disable=not progress or None, dynamic_ncols=True)
     try:
-        # Searches first: they are the longest runs, and one started last leaves a core idle at the end.
-        order = sorted((i for i, o in enumerate(outcomes) if o is None), key=lambda i: not get_method_class(specs[i].method).runs_long)
+        order = sorted((i for i, o in enumerate(outcomes) if o is None), key=lambda i: _start_order(specs[i], specs))
         futures = {pool.submit(_worker_execute, specs[i]): i for i in order}
         for future in as_completed(futures):
             i = futures[future]
@@ -314,6 +313,21 @@ def _run_parallel(specs: list[RunSpec], store: ResultStore, progress: bool, jobs
         bar.close()
     pool.shutdown()
     return [o for o in outcomes if o is not None]
+
+
+def _start_order(spec: RunSpec, specs: list[RunSpec]) -> tuple[int, float]:
+    """Sort key of the parallel queue: searches first (the longest runs: one started last
+    leaves a core idle at the end); runs that may reuse a higher knob value's run last, lowest
+    value last, so the run they would reuse has finished; the rest in plan order."""
+    cls = get_method_class(spec.method)
+    if cls.runs_long:
+        return (0, 0.0)
+    if cls.reuses_higher_knob and cls.knob:
+        value = getattr(spec.method_config, cls.knob)[0]
+        top = max(getattr(s.method_config, cls.knob)[0] for s in specs if s.method == spec.method and s.task == spec.task)
+        if value < top:
+            return (2, -value)
+    return (1, 0.0)
 
 
 _WORKER_STORE: ResultStore | None = None

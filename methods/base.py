@@ -61,6 +61,9 @@ class Method:
     # kappa_min): the runner makes one run per value, so each is resumed and scheduled alone.
     knob: ClassVar[str | None] = None
     runs_long: ClassVar[bool] = False  # one run trains many models (a search): parallel jobs start these first
+    # A run may reuse a finished run of a higher knob value (see methods.dynamic.common):
+    # parallel jobs start a method's highest knob value first and its lower ones last.
+    reuses_higher_knob: ClassVar[bool] = False
 
     def __init__(self, config: Any | None = None):
         self.config = config if config is not None else self.Config()

@@ -269,7 +269,7 @@ def test_the_dense_baseline_is_the_model_pruning_starts_from(store_path, monkeyp
     assert base["train_seconds"] > 0 and base["info"]["final_train_loss"] > 0 and base["label"] == "dense"
 
 
-def test_parallel_jobs_start_the_searches_first(store_path, monkeypatch):
+def test_parallel_jobs_start_the_searches_first_and_runs_that_may_reuse_others_last(store_path, monkeypatch):
     """An Optuna run trains many models: submitted last, it would leave one core idle at the end."""
     import concurrent.futures
 
@@ -282,7 +282,7 @@ def test_parallel_jobs_start_the_searches_first(store_path, monkeypatch):
             pass
 
         def submit(self, fn, spec):
-            submitted.append(spec.method)
+            submitted.append(spec)
             future = concurrent.futures.Future()
             future.set_result(RunOutcome(spec, "done", []))
             return future
@@ -291,7 +291,11 @@ def test_parallel_jobs_start_the_searches_first(store_path, monkeypatch):
             pass
 
     monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Recording)
-    specs = plan_runs(["synthetic"], ["baseline", "structured", "optuna"], seeds=[0, 1], scale="smoke")
+    specs = plan_runs(["synthetic"], ["baseline", "noise_injection", "structured", "optuna"], seeds=[0, 1], scale="smoke")
     assert specs[0].method == "baseline"  # planned in the order asked
     run_all(specs, ResultStore(store_path), progress=False, jobs=2)
-    assert submitted[:2] == ["optuna", "optuna"] and sorted(submitted) == sorted(s.method for s in specs)
+    methods = [s.method for s in submitted]
+    assert methods[:2] == ["optuna", "optuna"] and sorted(methods) == sorted(s.method for s in specs)
+    # Noise injection's lower kappa_min runs may reuse a higher one's: they go last, lowest last.
+    kappas = [s.method_config.kappa_min[0] for s in submitted if s.method == "noise_injection"]
+    assert kappas == [0.5, 0.5, 0.25, 0.25, 0.125, 0.125] and methods[-4:] == ["noise_injection"] * 4

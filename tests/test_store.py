@@ -1,4 +1,3 @@
-import sqlalchemy as sa
 import pytest
 
 from bench.store import ResultStore, StoreError

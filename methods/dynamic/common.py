@@ -96,6 +96,8 @@ class DynamicWidthMethod(Method):
     ratio above budget 0.25, so the 0.125 runs cost an evaluation.
     """
 
+    reuses_higher_knob = True
+
     def candidates(self, ctx: RunContext) -> Iterator[Candidate]:
         twin = self.unbound_twin(ctx)
         if twin is not None:
