@@ -35,8 +35,11 @@ def run_shards(fn: Callable[..., dict[str, np.ndarray]], n_items: int, shard_siz
     """
     bounds = [(s, min(n_items, s + shard_size)) for s in range(0, n_items, shard_size)]
     results: list[dict[str, np.ndarray] | None] = [None] * len(bounds)
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["scipy.signal", fn.__module__])  # used when the server starts: the first call
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["scipy.signal", fn.__module__])  # used when the server starts: the first call
+    else:  # Windows: a new interpreter per shard, slower, the same data
+        ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers(), len(bounds)) or 1, mp_context=ctx, max_tasks_per_child=1) as pool, \
             tqdm(total=n_items, desc=desc, unit="item", disable=not progress or None, leave=False) as bar:
         futures = {pool.submit(fn, start, stop, *args): i for i, (start, stop) in enumerate(bounds)}
