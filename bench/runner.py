@@ -296,7 +296,8 @@ def _run_parallel(specs: list[RunSpec], store: ResultStore, progress: bool, jobs
     bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc=f"runs ({jobs} at once)", unit="run",
                disable=not progress or None, dynamic_ncols=True)
     try:
-        order = sorted((i for i, o in enumerate(outcomes) if o is None), key=lambda i: _start_order(specs[i], specs))
+        tops = _top_knob_values(specs)
+        order = sorted((i for i, o in enumerate(outcomes) if o is None), key=lambda i: _start_order(specs[i], tops))
         futures = {pool.submit(_worker_execute, specs[i]): i for i in order}
         for future in as_completed(futures):
             i = futures[future]
@@ -315,18 +316,31 @@ def _run_parallel(specs: list[RunSpec], store: ResultStore, progress: bool, jobs
     return [o for o in outcomes if o is not None]
 
 
-def _start_order(spec: RunSpec, specs: list[RunSpec]) -> tuple[int, float]:
+def _knob_value(spec: RunSpec) -> Any:
+    return getattr(spec.method_config, get_method_class(spec.method).knob)[0]
+
+
+def _top_knob_values(specs: list[RunSpec]) -> dict[tuple[str, str], Any]:
+    """(task, method) -> the highest knob value planned, for methods whose runs may reuse
+    a higher knob value's run."""
+    tops: dict[tuple[str, str], Any] = {}
+    for spec in specs:
+        cls = get_method_class(spec.method)
+        if cls.reuses_higher_knob and cls.knob:
+            key = (spec.task, spec.method)
+            tops[key] = max(tops.get(key, _knob_value(spec)), _knob_value(spec))
+    return tops
+
+
+def _start_order(spec: RunSpec, tops: dict[tuple[str, str], Any]) -> tuple[int, float]:
     """Sort key of the parallel queue: searches first (the longest runs: one started last
     leaves a core idle at the end); runs that may reuse a higher knob value's run last, lowest
     value last, so the run they would reuse has finished; the rest in plan order."""
-    cls = get_method_class(spec.method)
-    if cls.runs_long:
+    if get_method_class(spec.method).runs_long:
         return (0, 0.0)
-    if cls.reuses_higher_knob and cls.knob:
-        value = getattr(spec.method_config, cls.knob)[0]
-        top = max(getattr(s.method_config, cls.knob)[0] for s in specs if s.method == spec.method and s.task == spec.task)
-        if value < top:
-            return (2, -value)
+    top = tops.get((spec.task, spec.method))
+    if top is not None and _knob_value(spec) < top:
+        return (2, -_knob_value(spec))
     return (1, 0.0)
 
 
