@@ -25,6 +25,10 @@ from bench.training import seed_everything
 from methods.base import Candidate, RunContext
 
 DEFAULT_SEEDS = (0, 1, 2)
+TARGET_TOLERANCE = 0.1  # a FLOP/s target is met when the candidate's ratio is within 10 % of it
+# The training budget every candidate gets, stored in each resolved config.
+BUDGET_RULE = ("every candidate's lineage has train.steps optimizer steps: the dense model, a width learner's "
+               "training, pruning's pre-training + pruning steps + fine-tuning, each search trial")
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class RunSpec:
             "task": {"name": self.task, **to_dict(self.task_config)},
             "method": {"name": self.method, **to_dict(self.method_config)},
             "train": to_dict(self.recipe),
+            "budget": {"train_steps": self.recipe.steps, "rule": BUDGET_RULE},
             "scale": self.scale,
         }
 
@@ -192,10 +197,11 @@ def execute(spec: RunSpec, store: ResultStore, progress: bool = True) -> RunOutc
 
 def _finish_candidate(spec: RunSpec, store: ResultStore, ctx: RunContext, index: int, cand: Candidate) -> dict[str, Any]:
     task, model, info = ctx.task, cand.model, dict(cand.info)
-    train_seconds = cand.train_seconds
+    train_seconds, train_steps = cand.train_seconds, cand.train_steps
     if cand.needs_training:
         report = ctx.train(model, desc=f"{spec.task}/{spec.method} {cand.label}".strip())
         train_seconds += report.seconds
+        train_steps += report.steps
         info.update(final_train_loss=report.final_loss, loss_curve=report.loss_curve)
     model.eval()
     evaluation = task.evaluate(model)
@@ -204,6 +210,7 @@ def _finish_candidate(spec: RunSpec, store: ResultStore, ctx: RunContext, index:
     example = task.example_input()
     cx = measure(model, example)
     per = 1.0 / task.example_seconds if task.example_seconds else 1.0
+    achieved = getattr(cx, cand.target_flops) / _dense_flops(task)
     relpath = f"{spec.run_key}/candidate{index}.pt"
     save_candidate(store.models_dir / relpath, model, task=spec.task, task_config=to_dict(spec.task_config), widths=cand.widths,
                    meta={"method": spec.method, "label": cand.label, "seed": spec.seed, "config": spec.config})
@@ -226,10 +233,29 @@ def _finish_candidate(spec: RunSpec, store: ResultStore, ctx: RunContext, index:
         "secondary": evaluation.secondary,
         "train_seconds": train_seconds,
         "search_seconds": train_seconds + cand.search_seconds,
+        "train_steps": train_steps,
+        "search_steps": train_steps + cand.search_steps,
+        "target_ratio": cand.target_ratio,
+        "achieved_ratio": achieved,
+        "target_met": None if cand.target_ratio is None else abs(achieved / cand.target_ratio - 1) <= TARGET_TOLERANCE,
         "latency_ms": cpu_latency_ms(model, example),
         "model_path": relpath,
         "info": info,
     }
+
+
+_DENSE_FLOPS: dict[str, int] = {}
+
+
+def _dense_flops(task: Any) -> int:
+    """The counter's FLOPs of the task's full-width model (memoised per task config)."""
+    key = config_hash({"task": task.name, **to_dict(task.config)})
+    if key not in _DENSE_FLOPS:
+        import torch
+
+        with torch.random.fork_rng(devices=[]):  # leave the run's generator as if never called
+            _DENSE_FLOPS[key] = measure(task.build_model(), task.example_input()).flops
+    return _DENSE_FLOPS[key]
 
 
 def _base_row(spec: RunSpec) -> dict[str, Any]:

@@ -62,6 +62,11 @@ results = sa.Table(
     sa.Column("secondary", sa.JSON),  # other metrics
     sa.Column("train_seconds", sa.Float),  # training of this candidate
     sa.Column("search_seconds", sa.Float),  # all training the method spent to produce it
+    sa.Column("train_steps", sa.Integer),  # optimizer steps in the candidate's lineage (the training budget)
+    sa.Column("search_steps", sa.Integer),  # all optimizer steps the method spent to produce it
+    sa.Column("target_ratio", sa.Float),  # FLOP/s target as a fraction of the dense model's; null: none (dense, references)
+    sa.Column("achieved_ratio", sa.Float),  # the candidate's FLOP/s (or non-zero FLOP/s) over the dense model's
+    sa.Column("target_met", sa.Boolean),  # achieved_ratio within 10 % of target_ratio
     sa.Column("latency_ms", sa.Float),  # median CPU latency on the example input
     sa.Column("model_path", sa.Text),  # relative to the models folder
     sa.Column("info", sa.JSON),  # what the method recorded

@@ -28,6 +28,13 @@ class Candidate:
     needs_training: bool = False  # True: the runner trains it with the task's recipe
     train_seconds: float = 0.0  # training the method already spent on this model
     search_seconds: float = 0.0  # cost beyond that: pre-training, fine-tuning, search trials
+    # Optimizer steps in the model's whole lineage (the dense pre-training it started from,
+    # pruning steps, fine-tuning), before the runner trains it (`needs_training` adds the
+    # recipe's steps). At default settings every method's candidates carry the same number.
+    train_steps: int = 0
+    search_steps: int = 0  # optimizer steps spent beyond the lineage (other search trials)
+    target_ratio: float | None = None  # the FLOP/s target asked for, as a fraction of the dense model's; None: no target
+    target_flops: str = "flops"  # the row column the target is met in: "flops", or "nonzero_flops" for sparse models
     info: dict[str, Any] = field(default_factory=dict)  # anything the method records (JSON-able)
 
 
