@@ -11,6 +11,7 @@ import sys
 from bench.config import SCALES, ConfigError
 from bench.registry import UnknownNameError
 from bench.store import DEFAULT_STORE, StoreError
+from bench.targets import DEFAULT_TARGETS
 from bench.sweep import SweepError
 
 
@@ -34,6 +35,9 @@ def _add_grid(p: argparse.ArgumentParser) -> None:
     what.add_argument("--method", nargs="+", default=["all"], help="method names (or all)")
     what.add_argument("--seed", nargs="+", type=int, default=[0, 1, 2], help="seeds; one run per seed")
     what.add_argument("--scale", choices=SCALES, default="small", help="data and training size: smoke (seconds), small, full")
+    what.add_argument("--targets", nargs="+", type=float, default=None, metavar="RATIO",
+                      help="FLOP/s targets, as fractions of the dense model's, for every method that takes targets "
+                           f"(unset: {' '.join(map(str, DEFAULT_TARGETS))}, leaving out those under a method's floor)")
     _add_settings(what)
     where = p.add_argument_group("where")
     _add_store(where)
@@ -120,7 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     jobs = _jobs(args.jobs, args.threads)
     torch.set_num_threads(args.threads)
-    specs = plan_runs(args.task, args.method, args.seed, args.scale, args.settings, args.data_root)
+    specs = plan_runs(args.task, args.method, args.seed, args.scale, args.settings, args.data_root, args.targets)
     store = ResultStore(args.store, args.models_dir)
     print(f"{len(specs)} run(s), {min(jobs, len(specs))} at once -> {store.location}", file=sys.stderr)
     outcomes = run_all(specs, store, progress=not args.quiet, jobs=jobs, threads=args.threads)
@@ -167,7 +171,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from bench.sweep import sweep
     from reports.tables import summary_frame
 
-    specs = plan_runs(args.task, args.method, args.seed, args.scale, args.settings, args.data_root)
+    specs = plan_runs(args.task, args.method, args.seed, args.scale, args.settings, args.data_root, args.targets)
     store = ResultStore(args.store, args.models_dir)
     print(f"{len(specs)} run(s) as Ray Tune trials -> {store.location}", file=sys.stderr)
     counts = sweep(specs, store, address=args.address, cpus_per_trial=args.cpus_per_trial, num_cpus=args.num_cpus, progress=not args.quiet)

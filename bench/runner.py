@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from tqdm.auto import tqdm
 
-from bench import provenance
+from bench import provenance, targets
 from bench.checkpoint import save_candidate
 from bench.complexity import measure
 from bench.config import SCALES, ConfigError, TrainRecipe, apply_overrides, config_hash, field_names, parse_set, to_dict
@@ -25,7 +25,6 @@ from bench.training import seed_everything
 from methods.base import Candidate, RunContext
 
 DEFAULT_SEEDS = (0, 1, 2)
-TARGET_TOLERANCE = 0.1  # a FLOP/s target is met when the candidate's ratio is within 10 % of it
 # The training budget every candidate gets, stored in each resolved config.
 BUDGET_RULE = ("every candidate's lineage has train.steps optimizer steps: the dense model, a width learner's "
                "training, pruning's pre-training + pruning steps + fine-tuning, each search trial")
@@ -77,13 +76,13 @@ class RunOutcome:
     reason: str | None = None
 
 
-def _expand(names: Iterable[str], valid: list[str], kind: str) -> list[str]:
+def _expand(names: Iterable[str], valid: list[str], kind: str, in_all: list[str] | None = None) -> list[str]:
     out: list[str] = []
     for name in names:
         for part in name.split(","):
             part = part.strip()
             if part == "all":
-                out.extend(valid)
+                out.extend(valid if in_all is None else in_all)
             elif part not in valid:
                 raise ConfigError(f"unknown {kind} {part!r}; choose from: {', '.join(valid)} (or all)")
             else:
@@ -106,14 +105,20 @@ def plan_runs(
     scale: str = "small",
     settings: list[str] | None = None,
     data_root: str | None = None,
+    flop_targets: list[float] | None = None,
 ) -> list[RunSpec]:
     """Resolve names and `--set` strings into run specs; every setting is checked here,
-    before any training, and raises `ConfigError` with a one-line message if wrong."""
+    before any training, and raises `ConfigError` with a one-line message if wrong.
+
+    `flop_targets` (fractions of the dense FLOP/s) replace the targets of every method that
+    has them (`Method.target_field`) unless a `--set` names that field; None keeps the
+    defaults, whose values under a method's floor are left out."""
+    given = targets.check_targets(flop_targets) if flop_targets is not None else None
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r}; choose from: {', '.join(SCALES)}")
     methods_given = {part.strip() for name in methods for part in name.split(",")}
     task_list = _expand(tasks, task_names(), "task")
-    method_list = _expand(methods, method_names(), "method")
+    method_list = _expand(methods, method_names(), "method", [m for m in method_names() if get_method_class(m).in_all])
     seeds = list(dict.fromkeys(int(s) for s in seeds))
     overrides = parse_set(settings)
     _check_scopes(overrides, task_list, method_list)
@@ -124,18 +129,28 @@ def plan_runs(
         task_config = apply_overrides(task_cls.Config(), task_overrides, f"task {task_name}")
         task = task_cls(task_config, scale=scale, data_root=data_root)
         recipe = apply_overrides(task.recipe(), {k: v for s, k, v in overrides if s == "train"}, f"train (task {task_name})")
+        floors: dict[str, float | None] = {}
         for method_name in method_list:
             method_cls = get_method_class(method_name)
-            method_config = apply_overrides(method_cls.Config(), _scoped(overrides, "method", method_name, method_cls.Config), f"method {method_name}")
+            chosen = _scoped(overrides, "method", method_name, method_cls.Config)
+            field_name = method_cls.target_field
+            if given is not None and field_name and field_name not in chosen:
+                chosen = {field_name: ",".join(map(str, given)), **chosen}
+            method_config = apply_overrides(method_cls.Config(), chosen, f"method {method_name}")
             method = method_cls(method_config)
             if not method.applies_to(task):
                 if "all" in methods_given:
                     continue
                 raise ConfigError(f"method {method_name} does not apply to task {task_name}")
             method.validate(task)
+            if field_name:
+                floors[method_name] = method.floor(task)
             for one in _knob_values(method, task):
                 for seed in seeds:
                     specs.append(RunSpec(task_name, method_name, seed, scale, task_config, one, recipe, data_root))
+        if given is not None:
+            family = task_overrides.get("model")
+            targets.check_reachable(given, floors, f"task {task_name}" + (f" ({family})" if family else ""))
     return specs
 
 
@@ -185,7 +200,7 @@ def execute(spec: RunSpec, store: ResultStore, progress: bool = True) -> RunOutc
     try:
         task, method = spec.build_task(), spec.build_method()
         ctx = RunContext(task=task, seed=spec.seed, recipe=spec.recipe, progress=progress, store_url=store.url, run_key=spec.run_key,
-                         models_dir=store.models_dir, config=spec.config)
+                         models_dir=store.models_dir, config=spec.config, store_rows=store.rows)
         for index, candidate in enumerate(method.candidates(ctx)):
             rows.append(_finish_candidate(spec, store, ctx, index, candidate))
     except Exception as err:  # a failed run is stored with its reason; the others go on
@@ -237,7 +252,7 @@ def _finish_candidate(spec: RunSpec, store: ResultStore, ctx: RunContext, index:
         "search_steps": train_steps + cand.search_steps,
         "target_ratio": cand.target_ratio,
         "achieved_ratio": achieved,
-        "target_met": None if cand.target_ratio is None else abs(achieved / cand.target_ratio - 1) <= TARGET_TOLERANCE,
+        "target_met": targets.met(achieved, cand.target_ratio),
         "latency_ms": cpu_latency_ms(model, example),
         "model_path": relpath,
         "info": info,
@@ -285,7 +300,13 @@ def run_all(specs: list[RunSpec], store: ResultStore, progress: bool = True, job
     `jobs` > 1 runs that many specs at once, each in a worker process with `threads` torch
     threads: small models use one core badly, so runs side by side use a machine's cores far
     better than threads within a run. Every run is stored by its worker as it finishes.
+    Runs of methods that build on the others' results (`runs_after_others`) start once all
+    other runs have ended.
     """
+    later = [s for s in specs if get_method_class(s.method).runs_after_others]
+    if later and len(later) < len(specs):
+        first = [s for s in specs if not get_method_class(s.method).runs_after_others]
+        return run_all(first, store, progress, jobs, threads) + run_all(later, store, progress, jobs, threads)
     if jobs <= 1 or len(specs) <= 1:
         outcomes = []
         bar = tqdm(specs, desc="runs", unit="run", disable=not progress or None, dynamic_ncols=True)

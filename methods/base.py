@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 from torch import nn
 
@@ -50,6 +50,9 @@ class RunContext:
     run_key: str = ""  # this run's key in the store, e.g. to name an Optuna study
     models_dir: Path | None = None  # the store's models folder, for state shared between runs (pre-trained models)
     config: dict[str, Any] = field(default_factory=dict)  # the run's resolved config (task, method, train, scale)
+    # Read-only view of the store's result rows (`ResultStore.rows`), for methods that build on
+    # other runs' candidates; None where the run has no store.
+    store_rows: Callable[..., list[dict[str, Any]]] | None = None
 
     def train(self, model: nn.Module, hooks: TrainingHooks | None = None, recipe: TrainRecipe | None = None, desc: str = "train") -> TrainReport:
         """Train `model` in place with the shared loop (the run's recipe unless one is given)."""
@@ -67,6 +70,11 @@ class Method:
     # Name of a list-valued Config field whose values are independent settings (e.g.
     # kappa_min): the runner makes one run per value, so each is resumed and scheduled alone.
     knob: ClassVar[str | None] = None
+    # Name of the Config field holding FLOP/s targets (fractions of the dense model's FLOP/s),
+    # e.g. the pruning ratios: `--targets` sets it for every such method at once.
+    target_field: ClassVar[str | None] = None
+    runs_after_others: ClassVar[bool] = False  # needs the other methods' finished runs: started after them
+    in_all: ClassVar[bool] = True  # part of `--method all` (False: an extra, run when named)
     runs_long: ClassVar[bool] = False  # one run trains many models (a search): parallel jobs start these first
     # A run may reuse a finished run of a higher knob value (see methods.dynamic.common):
     # parallel jobs start a method's highest knob value first and its lower ones last.

@@ -24,9 +24,9 @@ class Baseline(Method):
 
     def candidates(self, ctx: RunContext) -> Iterator[Candidate]:
         widths = ctx.task.resolve_widths(self.config.widths)
-        if widths == ctx.task.width_slots():  # the dense model, shared with the pruning methods' starting point
+        if widths == ctx.task.width_slots():  # the dense model, shared with the search's full-width trial
             model, report = dense_model(ctx)
-            yield Candidate(model=model, widths=widths, label="dense", train_seconds=report["seconds"],
+            yield Candidate(model=model, widths=widths, label="dense", train_seconds=report["seconds"], train_steps=ctx.recipe.steps,
                             info={"final_train_loss": report["final_loss"], "loss_curve": report["loss_curve"]})
             return
         label = ",".join(f"{k}={v}" for k, v in widths.items())

@@ -6,12 +6,14 @@ of non-zero weights); the sparsity that meets it is found, not given, and record
 FLOP/s do not change: the candidate has the dense architecture with zeros in its weights
 (what hardware that skips zeros would save; dense hardware runs it as fast as before).
 
-Per run: train the dense model (search cost), then `steps` times: find by bisection how
-many of the smallest-magnitude weights (ranked over all pruned layers together) must be
-zero for the step's ratio (geometric schedule to the target), prune them with
-`prune.global_unstructured`, fine-tune briefly (search cost); at the end fine-tune with
-`finetune` of the recipe's steps (train time; half by default: the weights are trained
-already) and make the masks permanent (`prune.remove`).
+Per run, within the budget every method gets (`train.steps` optimizer steps in all; see
+`methods.pruning.stepping.split_budget`): train the dense model for `pretrain` of the
+budget (search cost), then `steps` times: find by bisection how many of the
+smallest-magnitude weights (ranked over all pruned layers together) must be zero for the
+step's ratio (geometric schedule to the target), prune them with
+`prune.global_unstructured`, fine-tune briefly (`step_finetune` of the budget, search
+cost); at the end fine-tune with the rest of the budget (train time) and make the masks
+permanent (`prune.remove`).
 Pruned: the weights of every Linear, convolution and recurrent layer; with
 `include_head=false` the last of them (the head) stays dense, but then its FLOPs are a
 floor under the ratio (on the synthetic task 24%, so 0.125 and 0.0625 are out of reach).
@@ -27,9 +29,10 @@ from torch.nn.utils import prune
 
 from bench.complexity import NonzeroCounter, measure
 from bench.registry import register_method
+from bench.targets import DEFAULT_TARGETS
 from methods.base import Candidate, Method, RunContext
 from methods.pruning.pretrain import pretrained_dense
-from methods.pruning.stepping import closest_count, step_targets, validate_schedule
+from methods.pruning.stepping import closest_count, split_budget, step_targets, validate_schedule
 
 _WEIGHTED = (nn.Linear, nn.modules.conv._ConvNd, nn.RNNBase)
 
@@ -37,10 +40,10 @@ _WEIGHTED = (nn.Linear, nn.modules.conv._ConvNd, nn.RNNBase)
 @dataclass(frozen=True)
 class MagnitudeConfig:
     # target non-zero FLOP ratio of the dense model; one run per value (defaults under the task's floor are left out)
-    ratios: list[float] = field(default_factory=lambda: [0.7, 0.5, 0.25, 0.125, 0.0625])
+    ratios: list[float] = field(default_factory=lambda: list(DEFAULT_TARGETS))
     steps: int = 3  # prune + fine-tune iterations on the way to the target
-    step_finetune: float = 0.1  # fine-tuning after each intermediate step, as a fraction of the recipe's steps
-    finetune: float = 0.5  # fine-tuning at the target, as a fraction of the recipe's steps
+    pretrain: float = 0.5  # dense pre-training, as a fraction of the run's budget (train.steps)
+    step_finetune: float = 0.1  # fine-tuning after each intermediate step, as a fraction of the budget
     include_head: bool = True  # prune the last layer's weights too (zeros only; its outputs stay)
     max_sparsity: float = 0.995  # never zero more than this share of the pruned weights
 
@@ -81,6 +84,7 @@ class Magnitude(Method):
     description = "global unstructured magnitude pruning to a non-zero FLOP ratio, iterative with fine-tuning (dense FLOPs unchanged)"
     Config = MagnitudeConfig
     knob = "ratios"
+    target_field = "ratios"
 
     def floor(self, task) -> float:
         """Non-zero FLOP ratio with `max_sparsity` of every pruned layer's weights zero: what
@@ -97,10 +101,10 @@ class Magnitude(Method):
     def candidates(self, ctx: RunContext) -> Iterator[Candidate]:
         task, cfg = ctx.task, self.config
         example = task.example_input()
-        short = replace(ctx.recipe, steps=max(1, round(cfg.step_finetune * ctx.recipe.steps)))
-        final = replace(ctx.recipe, steps=max(1, round(cfg.finetune * ctx.recipe.steps)))
+        budget = split_budget(cfg, ctx.recipe.steps)
+        short, final = replace(ctx.recipe, steps=budget.step), replace(ctx.recipe, steps=budget.final)
         for target in cfg.ratios:
-            model, search_seconds = pretrained_dense(ctx)
+            model, search_seconds = pretrained_dense(ctx, budget.pretrain)
             # torch.nn.utils.prune flattens weights with .view(-1): channels-last ones must be made contiguous
             model = model.to(memory_format=torch.contiguous_format)
             dense = measure(model, example).flops
@@ -128,7 +132,7 @@ class Magnitude(Method):
                     prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=k - zeros,
                                               importance_scores={(m, n): w.abs() for (m, n), w in zip(params, weights)})
                 trace.append({"step_target": round(step_target, 5), "sparsity": round(k / total, 5), "nonzero_ratio": round(ratio_of(k), 5)})
-                if i < cfg.steps - 1 and cfg.step_finetune > 0:
+                if i < cfg.steps - 1 and budget.step > 0:
                     search_seconds += ctx.train(model, recipe=short, desc=f"{task.name}/magnitude step {i + 1}").seconds
             report = ctx.train(model, recipe=final, desc=f"{task.name}/magnitude ratio={target} fine-tune")
             for m, n in params:
@@ -138,8 +142,8 @@ class Magnitude(Method):
             cx = measure(model, example)
             yield Candidate(
                 model=model.eval(), widths=task.resolve_widths(None), label=f"ratio={target}", train_seconds=report.seconds,
-                search_seconds=search_seconds,
-                info={"target_ratio": target, "sparsity": sparsity, "nonzero_ratio": cx.nonzero_flops / dense, "dense_ratio": cx.flops / dense,
-                      "within_10pct": abs(cx.nonzero_flops / dense / target - 1) <= 0.1,
-                      "include_head": cfg.include_head, "steps": trace, "final_train_loss": report.final_loss, "loss_curve": report.loss_curve},
+                search_seconds=search_seconds, train_steps=budget.total, target_ratio=target, target_flops="nonzero_flops",
+                info={"sparsity": sparsity, "nonzero_ratio": cx.nonzero_flops / dense, "dense_ratio": cx.flops / dense,
+                      "budget_split": vars(budget), "include_head": cfg.include_head, "steps": trace,
+                      "final_train_loss": report.final_loss, "loss_curve": report.loss_curve},
             )

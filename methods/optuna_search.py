@@ -1,13 +1,15 @@
 """Multi-objective width search with Optuna: each trial trains the task's model at widths
 the sampler proposes and reports (validation error, FLOPs); the candidates are the study's
-Pareto-optimal trials.
+Pareto-optimal trials: per FLOP/s target, the trial with the lowest validation error at or
+under it, then the rest of the front without a target. Each trial trains the run's whole
+budget (`train.steps`); the search cost is all trials' steps.
 
 The study lives in the result store's database (Optuna's RDB storage at `ctx.store_url`),
 named after the run key, with `load_if_exists`: a killed search resumes and runs only the
 trials still missing (`trials` counts completed ones). Each completed trial keeps its
 trained weights (a user attribute), so the Pareto models are never retrained. The
-full-width start trial is the dense model the baseline and the pruning methods share
-(trained once per task, recipe and seed). Search cost = training seconds of all completed
+full-width start trial is the dense baseline's model (trained once per task, recipe and
+seed). Search cost = training seconds of all completed
 trials (the dense model's included), earlier processes included.
 """
 from __future__ import annotations
@@ -25,8 +27,10 @@ import torch
 
 from bench.complexity import measure
 from bench.registry import register_method
+from bench.targets import DEFAULT_TARGETS, TOLERANCE
 from bench.training import NonFiniteLossError
 from methods.base import Candidate, Method, RunContext
+from methods.pruning.counting import flops_at
 from methods.pruning.pretrain import dense_model
 
 SAMPLERS = ("nsga2", "tpe")
@@ -40,6 +44,9 @@ class OptunaConfig:
     slots: list[str] = field(default_factory=list)  # searched slots; empty = all (the rest stay at full width)
     log_widths: bool = True  # sample widths on a log scale (as many small models as large ones)
     start_full: bool = True  # the first trial is the full-width model
+    # FLOP/s targets (fractions of the dense model's): per target, the trial with the lowest
+    # validation error at or under it (within the 10 % tolerance) is a candidate
+    targets: list[float] = field(default_factory=lambda: list(DEFAULT_TARGETS))
 
     def validate(self) -> None:
         if self.trials < 1:
@@ -48,6 +55,9 @@ class OptunaConfig:
             raise ValueError(f"unknown sampler {self.sampler!r}; choose from {', '.join(SAMPLERS)}")
         if self.population < 2:
             raise ValueError(f"population must be >= 2, got {self.population}")
+        bad = [t for t in self.targets if not 0 < t <= 1]
+        if bad:
+            raise ValueError(f"targets must be in (0, 1], got {bad[0]}")
 
 
 def encode_state(model: torch.nn.Module) -> str:
@@ -109,9 +119,9 @@ def run_trial(ctx: RunContext, widths: dict[str, int], number: int) -> dict:
 
 
 def dense_trial(ctx: RunContext) -> dict:
-    """`run_trial`'s result for the full-width model, from the dense model the baseline and
-    the pruning methods share (`methods.pruning.pretrain`): the same recipe and seed, so
-    not trained again; its training seconds still count as this search's cost."""
+    """`run_trial`'s result for the full-width model, from the dense baseline's model
+    (`methods.pruning.pretrain`): the same recipe and seed, so not trained again; its
+    training seconds still count as this search's cost."""
     model, report = dense_model(ctx)
     return _trial_result(ctx.task, model, report["seconds"], report["final_loss"])
 
@@ -127,6 +137,11 @@ class OptunaSearch(Method):
     description = "Optuna multi-objective width search (NSGA-II or TPE): trains each trial, candidates = Pareto front (error, FLOPs)"
     Config = OptunaConfig
     runs_long = True
+    target_field = "targets"
+
+    def floor(self, task) -> float:
+        """FLOP ratio with every searched slot at width 1."""
+        return flops_at(task, {s: 1 for s in self.resolve_slots(task)}) / flops_at(task, {})
 
     def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         if self.config.sampler == "nsga2":
@@ -180,21 +195,39 @@ class OptunaSearch(Method):
         if not trials:
             raise RuntimeError(f"optuna: no trial of study {study.study_name} completed")
         search = sum(t.user_attrs["train_seconds"] for t in trials)
-        seen: set[tuple] = set()
-        for t in sorted(study.best_trials, key=lambda t: (t.values[1], t.values[0], t.number)):
-            if "state_dict" not in t.user_attrs:
-                continue
-            key = tuple(t.params[s] for s in slots)
-            if key in seen:
-                continue
-            seen.add(key)
+        trained = [t for t in trials if "state_dict" in t.user_attrs]
+        steps = ctx.recipe.steps  # every trial trains the run's whole budget
+        dense = flops_at(task, {})
+
+        def ratio(t: optuna.trial.FrozenTrial) -> float:
+            return flops_at(task, {s: t.params[s] for s in slots}) / dense
+
+        def candidate(t: optuna.trial.FrozenTrial, label: str, target: float | None) -> Candidate:
             widths = task.resolve_widths({s: t.params[s] for s in slots})
             model = task.build_model(widths)
             model.load_state_dict(decode_state(t.user_attrs["state_dict"]))
-            yield Candidate(
-                model=model.eval(), widths=widths, label=",".join(f"{s}={widths[s]}" for s in slots),
-                train_seconds=t.user_attrs["train_seconds"], search_seconds=search - t.user_attrs["train_seconds"],
+            return Candidate(
+                model=model.eval(), widths=widths, label=label, train_seconds=t.user_attrs["train_seconds"],
+                search_seconds=search - t.user_attrs["train_seconds"], train_steps=steps,
+                search_steps=steps * (len(trained) - 1), target_ratio=target,
                 info={"trial": t.number, "val_error": t.values[0], "trial_flops": t.values[1], "trials_complete": len(trials),
                       "trials_this_process": len(trials) - done, "sampler": cfg.sampler, "study": study.study_name,
-                      "trials_trained": sum("state_dict" in x.user_attrs for x in trials), "final_train_loss": t.user_attrs["final_train_loss"]},
+                      "trials_trained": len(trained), "final_train_loss": t.user_attrs["final_train_loss"]},
             )
+
+        # Per target, the best trial at or under it: what the search offers at that operating point.
+        picked: set[int] = set()
+        for target in cfg.targets:
+            under = [t for t in trained if ratio(t) <= target * (1 + TOLERANCE)]
+            if under:
+                best = min(under, key=lambda t: (t.values[0], t.values[1], t.number))
+                picked.add(best.number)
+                yield candidate(best, f"target={target}", target)
+        # The rest of the Pareto front, without a target: the search's whole trade-off.
+        seen: set[tuple] = set()
+        for t in sorted(study.best_trials, key=lambda t: (t.values[1], t.values[0], t.number)):
+            key = tuple(t.params[s] for s in slots)
+            if "state_dict" not in t.user_attrs or t.number in picked or key in seen:
+                continue
+            seen.add(key)
+            yield candidate(t, ",".join(f"{s}={t.params[s]}" for s in slots), None)

@@ -18,11 +18,12 @@ the surgery the pruned weights are loaded into `task.build_model(widths)`, so ca
 are the task's ordinary smaller models, saved and reloaded from their widths. Layers
 whose outputs are no slot (the classifier's logits) are torch-pruning ignored layers.
 
-Per run: train the dense model (search cost), then `steps` times: build the graph, score
-the groups, remove the globally cheapest features until the counter gives the step's
-FLOP ratio (geometric schedule to the target), fine-tune briefly (search cost); at the
-end fine-tune with `finetune` of the recipe's steps (train time; half by default: the
-weights are trained already).
+Per run, within the budget every method gets (`train.steps` optimizer steps in all; see
+`methods.pruning.stepping.split_budget`): train the dense model for `pretrain` of the
+budget (search cost), then `steps` times: build the graph, score the groups, remove the
+globally cheapest features until the counter gives the step's FLOP ratio (geometric
+schedule to the target), fine-tune briefly (`step_finetune` of the budget, search cost);
+at the end fine-tune with the rest of the budget (train time).
 """
 from __future__ import annotations
 
@@ -37,39 +38,24 @@ from torch.utils.data import DataLoader
 from bench.complexity import measure
 from bench.config import to_dict
 from bench.registry import register_method
+from bench.targets import DEFAULT_TARGETS
 from methods.base import Candidate, Method, RunContext
+from methods.pruning.counting import flops_at
 from methods.dynamic.layout import slot_layout
 from methods.pruning.pretrain import pretrained_dense
 from methods.pruning.scores import feature_scores, lowest, removable, removal_counts, removal_order, slot_costs
 from methods.pruning.slot_groups import SlotGroup, as_task_model, prune_features, slot_groups
-from methods.pruning.stepping import closest_count, step_targets, validate_schedule
+from methods.pruning.stepping import closest_count, split_budget, step_targets, validate_schedule
 from methods.pruning.tp_pruners import IMPORTANCES, dependency_graph
-
-
-# FLOPs of the task's model at given widths, per process: the runs of one task (its ratios
-# and seeds) probe many of the same widths, and each count is an fvcore trace.
-_FLOPS_AT: dict[tuple, int] = {}
-
-
-def flops_at(task, widths: dict[str, int]) -> int:
-    """The counter's FLOPs of `task.build_model(widths)` (unnamed slots at full width), memoised."""
-    widths = task.resolve_widths(widths)
-    key = (json.dumps([task.name, to_dict(task.config)], sort_keys=True), tuple(sorted(widths.items())))
-    if key not in _FLOPS_AT:
-        if len(_FLOPS_AT) >= 4096:
-            _FLOPS_AT.pop(next(iter(_FLOPS_AT)))
-        with torch.random.fork_rng(devices=[]):  # memoised: leave the run's generator as if never called
-            _FLOPS_AT[key] = measure(task.build_model(widths), task.example_input()).flops
-    return _FLOPS_AT[key]
 
 
 @dataclass(frozen=True)
 class StructuredConfig:
-    ratios: list[float] = field(default_factory=lambda: [0.5, 0.25, 0.125, 0.0625])  # target FLOP ratio of the dense model; one run per value
+    ratios: list[float] = field(default_factory=lambda: list(DEFAULT_TARGETS))  # target FLOP ratio of the dense model; one run per value
     importance: str = "magnitude"  # magnitude (group L2 of each feature's weights) | taylor (|w * dL/dw| over taylor_batches)
     steps: int = 3  # prune steps on the way to the target
-    step_finetune: float = 0.1  # fine-tuning between steps, as a fraction of the recipe's steps
-    finetune: float = 0.5  # fine-tuning at the target, as a fraction of the recipe's steps
+    pretrain: float = 0.5  # dense pre-training, as a fraction of the run's budget (train.steps)
+    step_finetune: float = 0.1  # fine-tuning between steps, as a fraction of the budget
     taylor_batches: int = 4  # training batches whose gradients the taylor importance sums
     slots: list[str] = field(default_factory=list)  # slots to prune; empty = all of the task's slots
 
@@ -86,6 +72,7 @@ class Structured(Method):
     description = "torch-pruning structured pruning (channels, GRU units, mel bands, head features) to a FLOP ratio, then fine-tuning"
     Config = StructuredConfig
     knob = "ratios"
+    target_field = "ratios"
 
     def resolve_slots(self, task) -> list[str]:
         full = task.width_slots()
@@ -101,10 +88,10 @@ class Structured(Method):
         layout = slot_layout(task)  # every slot, so all widths can be read back
         example = task.example_input()
         dense = flops_at(task, {})
-        short = replace(ctx.recipe, steps=max(1, round(cfg.step_finetune * ctx.recipe.steps)))
-        final = replace(ctx.recipe, steps=max(1, round(cfg.finetune * ctx.recipe.steps)))
+        budget = split_budget(cfg, ctx.recipe.steps)
+        short, final = replace(ctx.recipe, steps=budget.step), replace(ctx.recipe, steps=budget.final)
         for target in cfg.ratios:
-            model, search_seconds = pretrained_dense(ctx)
+            model, search_seconds = pretrained_dense(ctx, budget.pretrain)
             widths, trace, grouped = task.resolve_widths(None), [], {}
             for i, step_target in enumerate(step_targets(target, cfg.steps)):
                 graph = dependency_graph(model, example)
@@ -122,14 +109,14 @@ class Structured(Method):
                     prune_features(graph, g, lowest(s, counts[g.slot]))
                 model, widths = as_task_model(task, model, layout)
                 trace.append({"step_target": round(step_target, 5), "ratio": round(flops_at(task, widths) / dense, 5), "widths": dict(widths)})
-                if i < cfg.steps - 1 and cfg.step_finetune > 0:
+                if i < cfg.steps - 1 and budget.step > 0:
                     search_seconds += ctx.train(model, recipe=short, desc=f"{task.name}/structured step {i + 1}").seconds
             report = ctx.train(model, recipe=final, desc=f"{task.name}/structured ratio={target} fine-tune")
             ratio = flops_at(task, widths) / dense  # the counter on the task's model at these widths: the pruned model's shapes
             yield Candidate(
                 model=model.eval(), widths=dict(widths), label=f"ratio={target}", train_seconds=report.seconds, search_seconds=search_seconds,
-                info={"target_ratio": target, "achieved_ratio": ratio, "within_10pct": abs(ratio / target - 1) <= 0.1,
-                      "dense_flops": dense, "importance": cfg.importance, "steps": trace, "tp_groups": grouped,
+                train_steps=budget.total, target_ratio=target,
+                info={"achieved_ratio": ratio, "dense_flops": dense, "budget_split": vars(budget), "importance": cfg.importance, "steps": trace, "tp_groups": grouped,
                       "final_train_loss": report.final_loss, "loss_curve": report.loss_curve},
             )
 

@@ -1,8 +1,9 @@
-"""The dense model trained once per (task, recipe, seed): the baseline's candidate and the
-model both pruning methods start from.
+"""Dense models trained once per (task, recipe, seed, steps): the baseline's candidate (the
+run's whole budget) and the model both pruning methods start from (their pre-training
+share of the budget, with its own schedule).
 
-Runs of one method and seed differ only in the knob (the target), and the baseline,
-magnitude and structured pruning all use the same dense model, so it is trained once: kept in memory
+Runs of one method and seed differ only in the knob (the target), and magnitude and
+structured pruning start from the same pre-trained model, so it is trained once: kept in memory
 for the process and, when the run has a models folder, saved there (``pretrained/``) so
 parallel worker processes and resumed jobs load it instead of training it again. A file
 lock makes a second process wait for the first one's model rather than train its own.
@@ -17,6 +18,7 @@ import json
 import os
 import tempfile
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -28,24 +30,26 @@ _CACHE: dict[str, tuple[dict, dict]] = {}
 _CACHE_SIZE = 4
 
 
-def pretrained_dense(ctx) -> tuple[nn.Module, float]:
-    """A dense model of `ctx.task` trained with `ctx.recipe` and `ctx.seed`, and the seconds it took."""
-    model, report = dense_model(ctx)
+def pretrained_dense(ctx, steps: int | None = None) -> tuple[nn.Module, float]:
+    """A dense model of `ctx.task` trained with `ctx.recipe` (for `steps` steps, with its own
+    cosine schedule, if given) and `ctx.seed`, and the seconds it took."""
+    model, report = dense_model(ctx, steps)
     return model, report["seconds"]
 
 
-def dense_model(ctx) -> tuple[nn.Module, dict]:
-    """The dense model and its training report (seconds, final_loss, loss_curve)."""
+def dense_model(ctx, steps: int | None = None) -> tuple[nn.Module, dict]:
+    """The dense model and its training report (seconds, steps, final_loss, loss_curve)."""
     task = ctx.task
-    key = json.dumps([task.name, to_dict(task.config), task.scale, str(task.data_root), to_dict(ctx.recipe), ctx.seed], sort_keys=True)
+    recipe = ctx.recipe if steps is None else replace(ctx.recipe, steps=steps)
+    key = json.dumps([task.name, to_dict(task.config), task.scale, str(task.data_root), to_dict(recipe), ctx.seed], sort_keys=True)
     # A forked generator: trained here or found in a cache, the caller's generator is left as it was.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(ctx.seed)
         model = task.build_model()
-        return _load_or_train(ctx, model, key)
+        return _load_or_train(ctx, model, key, recipe)
 
 
-def _load_or_train(ctx, model: nn.Module, key: str) -> tuple[nn.Module, dict]:
+def _load_or_train(ctx, model: nn.Module, key: str, recipe) -> tuple[nn.Module, dict]:
     task = ctx.task
     folder = getattr(ctx, "models_dir", None)
     path = Path(folder) / "pretrained" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt" if folder else None
@@ -54,9 +58,10 @@ def _load_or_train(ctx, model: nn.Module, key: str) -> tuple[nn.Module, dict]:
         with _locked(path):
             found = _read(path, key)
             if found is None:
-                report = ctx.train(model, desc=f"{task.name} dense training")
+                report = ctx.train(model, recipe=recipe, desc=f"{task.name} dense training ({recipe.steps} steps)")
                 found = ({k: v.detach().clone() for k, v in model.state_dict().items()},
-                         {"seconds": report.seconds, "final_loss": report.final_loss, "loss_curve": report.loss_curve})
+                         {"seconds": report.seconds, "steps": report.steps, "final_loss": report.final_loss,
+                          "loss_curve": report.loss_curve})
                 _write(path, key, *found)
         if len(_CACHE) >= _CACHE_SIZE:
             _CACHE.pop(next(iter(_CACHE)))

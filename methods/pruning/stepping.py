@@ -1,6 +1,7 @@
 """Reaching a FLOP target: the counter is a monotone function of how much is removed."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 
@@ -47,7 +48,36 @@ def validate_schedule(cfg) -> None:
         raise ValueError(f"ratios must be in (0, 1], got {bad[0] if bad else 'none'}")
     if cfg.steps < 1:
         raise ValueError(f"steps must be >= 1, got {cfg.steps}")
-    if not 0 <= cfg.step_finetune <= 1:
-        raise ValueError(f"step_finetune must be in [0, 1], got {cfg.step_finetune}")
-    if not 0 < cfg.finetune <= 1:
-        raise ValueError(f"finetune must be in (0, 1], got {cfg.finetune}")
+    if not 0 < cfg.pretrain < 1:
+        raise ValueError(f"pretrain must be in (0, 1), got {cfg.pretrain}")
+    if not 0 <= cfg.step_finetune < 1:
+        raise ValueError(f"step_finetune must be in [0, 1), got {cfg.step_finetune}")
+    left = 1 - cfg.pretrain - (cfg.steps - 1) * cfg.step_finetune
+    if left <= 0:
+        raise ValueError(f"pretrain + (steps - 1) * step_finetune must stay under 1 (the budget), got {1 - left:.3g}: "
+                         "nothing would be left for fine-tuning at the target")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How pruning spends the run's budget of `total` optimizer steps: dense pre-training,
+    a short fine-tuning after each intermediate prune step, the rest at the target. The
+    three add up to `total`, so a pruned candidate has trained exactly as long as the dense
+    baseline and every other method's candidates."""
+
+    pretrain: int
+    step: int  # after each of the `steps - 1` intermediate prune steps
+    final: int
+    total: int
+
+
+def split_budget(cfg, total: int) -> Budget:
+    """`cfg.pretrain` and `cfg.step_finetune` are fractions of `total`; at least one step each."""
+    pretrain = max(1, round(cfg.pretrain * total))
+    step = round(cfg.step_finetune * total) if cfg.step_finetune > 0 else 0
+    step = max(1, step) if cfg.step_finetune > 0 else 0
+    final = total - pretrain - (cfg.steps - 1) * step
+    if final < 1:
+        raise ValueError(f"a budget of {total} steps cannot hold pre-training ({pretrain}), {cfg.steps - 1} prune steps of "
+                         f"{step} and fine-tuning; raise train.steps or lower pretrain / step_finetune")
+    return Budget(pretrain, step, final, total)
