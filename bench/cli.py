@@ -194,7 +194,28 @@ def cmd_results(args: argparse.Namespace) -> int:
     else:
         with _wide_pandas():
             print(summary_frame(rows).to_string(index=False) if rows else "no results in the store")
+            if rows:
+                print(_headlines(ResultStore(args.store), args.task))
     return 0
+
+
+def _headlines(store, task: str | None) -> str:
+    """The per-target headline tables, as text."""
+    from reports import leaderboard as lb, targets as tg
+    from reports.report import convergence_note
+
+    df = lb.load_frame(store, [task] if task else None)
+    groups = lb.make_groups(df) if not df.empty else []
+    checks = lb.convergence(groups)
+    out = []
+    for g in groups:
+        shown, _ = tg.wide(tg.target_table(g))
+        if not shown.empty:
+            out += ["", f"{g.key}: {g.metric or 'error'} at each FLOP/s target ({g.budget} training steps per candidate)",
+                    shown.to_string(index=False)]
+            note = convergence_note(checks.get(g.key))
+            out += [note] if note else []
+    return "\n".join(out + (["", tg.LEGEND] if out else []))
 
 
 def cmd_profile(args: argparse.Namespace) -> int:

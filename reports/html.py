@@ -24,7 +24,7 @@ th{background:#f3f3f3}table.sortable th{cursor:pointer;user-select:none}table.so
 th.asc::after{content:" \\25B2"}th.desc::after{content:" \\25BC"}
 tr.reference td{background:#fff8e1;font-style:italic}.badge{font-size:11px;background:#f0ad4e;color:#fff;border-radius:3px;padding:0 4px}
 .note{color:#555;font-size:13px}img{max-width:100%;border:1px solid #eee;margin:.4em 0}#js-status{font-size:11px;color:#888}
-.failed td{background:#fdecea}code{background:#f5f5f5;padding:0 3px}
+.failed td{background:#fdecea}.warning{color:#a40000;font-weight:600}code{background:#f5f5f5;padding:0 3px}
 """
 
 _JS = """

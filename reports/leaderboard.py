@@ -29,11 +29,23 @@ def load_frame(store, tasks: Iterable[str] | None = None) -> pd.DataFrame:
         df = df[df["task"].isin(list(tasks))]
     df = df.reset_index(drop=True)
     df["family"] = [str((c or {}).get("model") or "") if isinstance(c, dict) else "" for c in df["task_config"]]
+    df["budget"] = [_budget(c) for c in df["config"]]
     df["group"] = [f"{t}/{f}" if f else t for t, f in zip(df["task"], df["family"])]
+    # Rows trained with different budgets are never compared: each budget is a group of its own.
+    budgets = df.groupby("group")["budget"].nunique()
+    df["group"] = [f"{g}@{b}" if budgets.get(g, 1) > 1 else g for g, b in zip(df["group"], df["budget"])]
     df["reference"] = [bool(isinstance(i, dict) and i.get("reference")) for i in df["info"]]
-    for col in ("flops", "nonzero_flops", "error", "search_seconds", "train_seconds"):
+    for col in ("flops", "nonzero_flops", "error", "search_seconds", "train_seconds", "target_ratio", "achieved_ratio"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
     return df
+
+
+def _budget(config) -> int | None:
+    """A row's training budget (optimizer steps per candidate lineage), from its resolved config."""
+    if not isinstance(config, dict):
+        return None
+    steps = (config.get("budget") or {}).get("train_steps") or (config.get("train") or {}).get("steps")
+    return int(steps) if steps else None
 
 
 @dataclass
@@ -51,6 +63,7 @@ class Group:
     dense_from_baseline: bool  # False: the largest candidate stood in for the dense model
     ref_error: float
     ref_fixed: bool  # False: metric without a fixed reference; hypervolumes not comparable
+    budget: int | None = None  # optimizer steps per candidate lineage
     uncounted_ops: list[str] = field(default_factory=list)  # of the competing methods' candidates
     reference_uncounted: list[str] = field(default_factory=list)  # of reference rows (e.g. a C library)
 
@@ -88,9 +101,44 @@ def make_groups(df: pd.DataFrame) -> list[Group]:
         groups.append(Group(
             key=str(key), task=str(rows["task"].iloc[0]), family=str(rows["family"].iloc[0]), rows=rows, metric=metric,
             flops_unit=_first(ok["flops_unit"]) or "", dense_flops=float(dense["flops"].median()) if not dense.empty else float("nan"),
-            dense_error=dense_error, dense_from_baseline=from_baseline, ref_error=ref, ref_fixed=fixed, uncounted_ops=uncounted,
+            dense_error=dense_error, dense_from_baseline=from_baseline, ref_error=ref, ref_fixed=fixed,
+            budget=_first_int(rows["budget"]), uncounted_ops=uncounted,
             reference_uncounted=ref_uncounted))
     return groups
+
+
+def _first_int(series: pd.Series) -> int | None:
+    values = [int(v) for v in series if pd.notna(v)]
+    return values[0] if values else None
+
+
+CONVERGENCE_TOLERANCE = 0.1  # converged: the dense error at S steps within 10 % of its error at 2S
+
+
+def convergence(groups: list[Group]) -> dict[str, dict[str, Any]]:
+    """Per group with a dense baseline: whether its dense model converged at the group's
+    budget S, judged against a dense baseline at 2S of the same task, family and seeds in the
+    store (`benchmarks/convergence.py` adds one). `status` is "converged", "not converged" or
+    "not checked" (no 2S run)."""
+    out: dict[str, dict[str, Any]] = {}
+    by_budget = {(g.task, g.family, g.budget): g for g in groups if g.dense_from_baseline}
+    for g in groups:
+        if not g.dense_from_baseline or g.budget is None:
+            continue
+        twice = by_budget.get((g.task, g.family, 2 * g.budget))
+        if twice is None:
+            out[g.key] = {"status": "not checked", "budget": g.budget}
+            continue
+        seeds = sorted(set(g.dense_error) & set(twice.dense_error))
+        if not seeds:
+            out[g.key] = {"status": "not checked", "budget": g.budget}
+            continue
+        at_s = float(np.mean([g.dense_error[s] for s in seeds]))
+        at_2s = float(np.mean([twice.dense_error[s] for s in seeds]))
+        converged = at_s <= at_2s * (1 + CONVERGENCE_TOLERANCE)
+        out[g.key] = {"status": "converged" if converged else "not converged", "budget": g.budget, "error_s": at_s,
+                      "error_2s": at_2s, "seeds": seeds}
+    return out
 
 
 def _first(series: pd.Series) -> str | None:

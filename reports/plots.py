@@ -73,6 +73,13 @@ def tradeoff_png(group: Group, colors: dict[str, str]) -> bytes:
             ax.scatter(flops, err, marker="P", s=70, color="0.35", zorder=6, label=f"{method} (reference)")
         else:  # no counted FLOP/s (not a torch model): its error as a line
             ax.axhline(float(np.nanmean(err)), color="0.35", linestyle="-.", linewidth=1.2, label=f"{method} (reference, FLOP/s not counted)")
+    if np.isfinite(group.dense_flops) and "target_ratio" in ok:
+        asked = sorted({float(t) for t in ok["target_ratio"].dropna()}, reverse=True)
+        for i, t in enumerate(asked):  # the operating points every method was asked for
+            ax.axvline(t * group.dense_flops, color="0.5", linestyle="--", linewidth=0.8,
+                       label="FLOP/s targets" if i == 0 else None)
+            ax.annotate(f"{t:g}", (t * group.dense_flops, 1.0), xycoords=("data", "axes fraction"), fontsize=7, color="0.4",
+                        ha="center", va="bottom")
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(EngFormatter(sep=""))
     lo, hi = ax.get_xlim()

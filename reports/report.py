@@ -19,7 +19,7 @@ import pandas as pd
 
 from bench.complexity import format_count
 from reports import aggregate as agg
-from reports import html, leaderboard as lb, plots
+from reports import html, leaderboard as lb, plots, targets as tg
 from reports.tables import leaderboard_display, to_markdown
 
 
@@ -61,23 +61,77 @@ def build_report(store, out_dir: str | Path | None = None, tasks: Iterable[str] 
                 figures.append(path)
         group_html.append(_group_section(group, pngs))
 
+    target_tables = {g.key: tg.target_table(g) for g in groups}
+    checks = lb.convergence(groups)
     seeds = pd.concat([lb.seed_figures(g) for g in groups], ignore_index=True) if groups else pd.DataFrame()
     fronts = lb.fronts_table(groups)
     breakdowns = pd.concat([lb.breakdown_table(g) for g in groups], ignore_index=True) if groups else pd.DataFrame()
     failed = lb.failed_rows(df) if not df.empty else pd.DataFrame()
-    for name, table in (("leaderboard", board), ("seeds", seeds), ("fronts", fronts), ("breakdowns", breakdowns), ("failed", failed)):
+    long_targets = pd.concat(list(target_tables.values()), ignore_index=True) if groups else pd.DataFrame(columns=tg.COLUMNS)
+    for name, table in (("targets", long_targets), ("leaderboard", board), ("seeds", seeds), ("fronts", fronts),
+                        ("breakdowns", breakdowns), ("failed", failed)):
         table.to_csv(out / f"{name}.csv", index=False)
     shown, keys = leaderboard_display(board) if not board.empty else (pd.DataFrame(), pd.DataFrame())
-    md = "# Leaderboard\n\n" + (to_markdown(shown) if not shown.empty else "No results in the store.\n")
+    md = "# Results\n\n" + headline_markdown(groups, target_tables, checks)
+    md += "\n## Leaderboard (hypervolume, iso-quality cut)\n\n" + (to_markdown(shown) if not shown.empty else "No results in the store.\n")
     if not failed.empty:
         md += "\n## Failed candidates\n\n" + to_markdown(failed)
     (out / "leaderboard.md").write_text(md)
 
     meta = lb.metadata(df) if not df.empty else {}
-    sections = [_intro(store, meta), _leaderboard_section(board, shown, keys), *group_html, _failed_section(failed), _meta_section(meta)]
+    sections = [_intro(store, meta), _headline_section(groups, target_tables, checks), _leaderboard_section(board, shown, keys),
+                *group_html, _failed_section(failed), _meta_section(meta)]
     html_path = out / "leaderboard.html"
     html_path.write_text(html.page("smallspeech-bench leaderboard", sections))
     return Report(out, html_path, board, groups, figures)
+
+
+def convergence_note(check: dict | None) -> str:
+    """One line on whether the group's dense model converged at its budget (empty if unknown)."""
+    if not check:
+        return ""
+    if check["status"] == "not checked":
+        return (f"Convergence not checked: no dense run at {2 * check['budget']} steps in the store "
+                f"(benchmarks/convergence.py adds one).")
+    verdict = "converged" if check["status"] == "converged" else "WARNING: the dense model has not converged"
+    return (f"{verdict}: dense error {check['error_s']:.4g} at {check['budget']} steps, {check['error_2s']:.4g} at "
+            f"{2 * check['budget']} (seeds {', '.join(map(str, check['seeds']))}; converged = within 10 %).")
+
+
+def headline_markdown(groups: list[lb.Group], tables: dict[str, pd.DataFrame], checks: dict[str, dict]) -> str:
+    """The headline tables as Markdown, one per group that has targets."""
+    parts = []
+    for g in groups:
+        shown, _ = tg.wide(tables[g.key])
+        if shown.empty:
+            continue
+        dense = f"{g.metric} {g.dense_error_mean:.4g}" if g.dense_from_baseline else "no dense baseline"
+        parts.append(f"### {g.key}: {g.metric or 'error'} at each FLOP/s target ({g.budget} training steps per candidate; "
+                     f"dense model: {dense})\n\n" + to_markdown(shown))
+        note = convergence_note(checks.get(g.key))
+        if note:
+            parts.append(note + "\n")
+    if not parts:
+        return "No candidate was asked for a FLOP/s target.\n"
+    return "\n".join(parts) + "\n" + tg.LEGEND + "\n"
+
+
+def _headline_section(groups: list[lb.Group], tables: dict[str, pd.DataFrame], checks: dict[str, dict]) -> str:
+    parts = ['<h2>At each FLOP/s target</h2><p class="note">Which method gives the lowest error at each FLOP/s target '
+             f'(a fraction of the dense model\'s FLOP/s), for the same training budget. {html.esc(tg.LEGEND)}</p>']
+    for g in groups:
+        shown, keys = tg.wide(tables[g.key])
+        if shown.empty:
+            continue
+        dense = f"{g.metric} {g.dense_error_mean:.4g}" if g.dense_from_baseline else "no dense baseline"
+        parts.append(f'<h3>{html.esc(g.key)}: {html.esc(g.metric or "error")} ({g.budget} training steps per candidate; '
+                     f'dense model: {html.esc(dense)})</h3>')
+        parts.append(html.table(shown, keys, table_id=f"targets-{g.key}"))
+        note = convergence_note(checks.get(g.key))
+        if note:
+            cls = "warning" if "WARNING" in note else "note"
+            parts.append(f'<p class="{cls}">{html.esc(note)}</p>')
+    return "\n".join(parts)
 
 
 def _intro(store, meta: dict) -> str:

@@ -181,7 +181,7 @@ def test_methods_that_do_not_apply_are_left_out_of_all_and_rejected_by_name(stor
 
     monkeypatch.setitem(registry._METHODS, "elsewhere", OnlyElsewhere)
     specs = plan_runs(["synthetic"], ["all"], [0], "smoke")
-    applies = {n for n, cls in registry._METHODS.items() if cls().applies_to(specs[0].build_task())}
+    applies = {n for n, cls in registry._METHODS.items() if cls.in_all and cls().applies_to(specs[0].build_task())}
     assert "elsewhere" not in applies and {s.method for s in specs} == applies
     with pytest.raises(ConfigError, match="method elsewhere does not apply to task synthetic"):
         plan_runs(["synthetic"], ["elsewhere"], [0], "smoke")
@@ -210,8 +210,8 @@ def test_parallel_jobs_store_the_same_rows_as_one_process(tmp_path, capsys):
         return sorted((r["method"], r["seed"], r["label"], r["error"], r["nonzero_flops"]) for r in ResultStore(path).rows())
 
     assert metrics(serial) == metrics(parallel)
-    # each seed's dense model was trained once and saved for later runs
-    assert len(list((tmp_path / "parallel-models" / "pretrained").glob("*.pt"))) == 2
+    # per seed, the baseline's dense model and pruning's pre-trained one were each trained once and saved
+    assert len(list((tmp_path / "parallel-models" / "pretrained").glob("*.pt"))) == 4
 
 
 def test_a_second_pruning_run_loads_the_saved_dense_model(store_path, monkeypatch):
@@ -225,7 +225,7 @@ def test_a_second_pruning_run_loads_the_saved_dense_model(store_path, monkeypatc
     monkeypatch.setattr(bench.training, "train", lambda *a, desc="", **k: trained.append(desc) or real_train(*a, desc=desc, **k))
     assert main(["run", *SMOKE, *grid, "--set", "magnitude.ratios=0.25", "--store", store_path]) == 0
     assert trained and not any("dense training" in d for d in trained)
-    first, second = sorted(ResultStore(store_path).rows(), key=lambda r: -r["info"]["target_ratio"])
+    first, second = sorted(ResultStore(store_path).rows(), key=lambda r: -r["target_ratio"])
     assert first["search_seconds"] - first["train_seconds"] >= 0 and second["search_seconds"] > second["train_seconds"]
 
 
@@ -257,17 +257,18 @@ def test_batch_indexed_loader_gives_the_same_batches_and_reshuffles_each_epoch()
     assert epochs[0] != epochs[1]  # and in a new order
 
 
-def test_the_dense_baseline_is_the_model_pruning_starts_from(store_path, monkeypatch):
+def test_both_pruning_methods_start_from_one_pre_trained_model_of_half_the_budget(store_path, monkeypatch):
     grid = ["--seed", "0", "--set", "train.steps=100", "--store", store_path]
-    assert main(["run", *SMOKE, "--method", "magnitude", "--set", "magnitude.ratios=0.5", *grid]) == 0
     trained = []
     real_train = bench.training.train
     monkeypatch.setattr(bench.training, "train", lambda *a, desc="", **k: trained.append(desc) or real_train(*a, desc=desc, **k))
-    assert main(["run", *SMOKE, "--method", "baseline", *grid]) == 0
-    assert trained == []  # loaded, not trained again
-    base, = ResultStore(store_path).rows(method="baseline")
-    assert base["train_seconds"] > 0 and base["info"]["final_train_loss"] > 0 and base["label"] == "dense"
-
+    assert main(["run", *SMOKE, "--method", "magnitude", "--set", "magnitude.ratios=0.5", *grid]) == 0
+    assert [d for d in trained if "dense training" in d] == ["synthetic dense training (50 steps)"]
+    trained.clear()
+    assert main(["run", *SMOKE, "--method", "structured", "--set", "structured.ratios=0.5", *grid]) == 0
+    assert not any("dense training" in d for d in trained)  # loaded, not trained again
+    for row in ResultStore(store_path).rows():
+        assert row["train_steps"] == 100 and row["info"]["budget_split"]["pretrain"] == 50
 
 def test_parallel_jobs_start_the_searches_first_and_runs_that_may_reuse_others_last(store_path, monkeypatch):
     """An Optuna run trains many models: submitted last, it would leave one core idle at the end."""

@@ -125,6 +125,7 @@ class DynamicWidthMethod(Method):
                 widths=widths,
                 label=f"{self.knob}={knob}",
                 train_seconds=report.seconds,
+                train_steps=report.steps,
                 info={
                     "width_trajectory": controller.trajectory,
                     "final_soft_widths": {s: float(w.detach()) for s, w in controller.soft_widths().items()},
