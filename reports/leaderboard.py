@@ -28,6 +28,7 @@ def load_frame(store, tasks: Iterable[str] | None = None) -> pd.DataFrame:
     if tasks:
         df = df[df["task"].isin(list(tasks))]
     df = df.reset_index(drop=True)
+    df["check"] = [bool(isinstance(i, dict) and i.get("convergence_check")) for i in df["info"]]
     df["family"] = [str((c or {}).get("model") or "") if isinstance(c, dict) else "" for c in df["task_config"]]
     df["budget"] = [_budget(c) for c in df["config"]]
     df["group"] = [f"{t}/{f}" if f else t for t, f in zip(df["task"], df["family"])]
@@ -64,6 +65,7 @@ class Group:
     ref_error: float
     ref_fixed: bool  # False: metric without a fixed reference; hypervolumes not comparable
     budget: int | None = None  # optimizer steps per candidate lineage
+    dense_error_2s: dict[int, float] = field(default_factory=dict)  # per seed: the dense model trained for twice the budget
     uncounted_ops: list[str] = field(default_factory=list)  # of the competing methods' candidates
     reference_uncounted: list[str] = field(default_factory=list)  # of reference rows (e.g. a C library)
 
@@ -86,7 +88,9 @@ class Group:
 def make_groups(df: pd.DataFrame) -> list[Group]:
     """Split the rows by (task, model family) and find each group's dense model."""
     groups = []
-    for key, rows in df.groupby("group", sort=True):
+    for key, all_rows in df.groupby("group", sort=True):
+        rows = all_rows[~all_rows["check"]]  # convergence checks are no candidates
+        checks = all_rows[all_rows["check"] & (all_rows["status"] == "ok")]
         ok = rows[(rows["status"] == "ok") & ~rows["reference"]]
         dense = ok[(ok["method"] == DENSE_METHOD) & (ok["label"] == DENSE_LABEL)]
         from_baseline = not dense.empty
@@ -103,6 +107,7 @@ def make_groups(df: pd.DataFrame) -> list[Group]:
             flops_unit=_first(ok["flops_unit"]) or "", dense_flops=float(dense["flops"].median()) if not dense.empty else float("nan"),
             dense_error=dense_error, dense_from_baseline=from_baseline, ref_error=ref, ref_fixed=fixed,
             budget=_first_int(rows["budget"]), uncounted_ops=uncounted,
+            dense_error_2s={int(s): float(e) for s, e in checks.groupby("seed")["error"].mean().items()},
             reference_uncounted=ref_uncounted))
     return groups
 
@@ -117,27 +122,26 @@ CONVERGENCE_TOLERANCE = 0.1  # converged: the dense error at S steps within 10 %
 
 def convergence(groups: list[Group]) -> dict[str, dict[str, Any]]:
     """Per group with a dense baseline: whether its dense model converged at the group's
-    budget S, judged against a dense baseline at 2S of the same task, family and seeds in the
-    store (`benchmarks/convergence.py` adds one). `status` is "converged", "not converged" or
-    "not checked" (no 2S run)."""
+    budget S, judged against the same dense model trained for 2S steps (the baseline's
+    convergence check rows, or a dense baseline run at 2S of the same task and family in the
+    store), on the seeds both have. `status` is "converged", "not converged" or "not checked"
+    (no 2S run)."""
     out: dict[str, dict[str, Any]] = {}
     by_budget = {(g.task, g.family, g.budget): g for g in groups if g.dense_from_baseline}
     for g in groups:
         if not g.dense_from_baseline or g.budget is None:
             continue
         twice = by_budget.get((g.task, g.family, 2 * g.budget))
-        if twice is None:
-            out[g.key] = {"status": "not checked", "budget": g.budget}
-            continue
-        seeds = sorted(set(g.dense_error) & set(twice.dense_error))
+        at_2s = g.dense_error_2s or (twice.dense_error if twice is not None else {})
+        seeds = sorted(set(g.dense_error) & set(at_2s))
         if not seeds:
             out[g.key] = {"status": "not checked", "budget": g.budget}
             continue
-        at_s = float(np.mean([g.dense_error[s] for s in seeds]))
-        at_2s = float(np.mean([twice.dense_error[s] for s in seeds]))
-        converged = at_s <= at_2s * (1 + CONVERGENCE_TOLERANCE)
-        out[g.key] = {"status": "converged" if converged else "not converged", "budget": g.budget, "error_s": at_s,
-                      "error_2s": at_2s, "seeds": seeds}
+        error_s = float(np.mean([g.dense_error[s] for s in seeds]))
+        error_2s = float(np.mean([at_2s[s] for s in seeds]))
+        converged = error_s <= error_2s * (1 + CONVERGENCE_TOLERANCE)
+        out[g.key] = {"status": "converged" if converged else "not converged", "budget": g.budget, "error_s": error_s,
+                      "error_2s": error_2s, "seeds": seeds}
     return out
 
 

@@ -27,11 +27,14 @@ def default_rows(tmp_path_factory):
 
 
 def test_every_candidate_at_default_settings_trains_the_same_number_of_steps(default_rows):
-    _, rows = default_rows
+    _, all_rows = default_rows
+    rows = [r for r in all_rows if not r["info"].get("convergence_check")]
     steps = {r["method"]: r["train_steps"] for r in rows}
     budget = rows[0]["config"]["budget"]["train_steps"]
     assert set(steps) == {"baseline", *SHRINKING}
     assert {r["train_steps"] for r in rows} == {budget} and budget == rows[0]["config"]["train"]["steps"]
+    (check,) = [r for r in all_rows if r["info"].get("convergence_check")]
+    assert check["method"] == "baseline" and check["train_steps"] == 2 * budget
     assert "rule" in rows[0]["config"]["budget"]
     optuna = [r for r in rows if r["method"] == "optuna"]
     trained = optuna[0]["info"]["trials_trained"]
@@ -50,7 +53,7 @@ def test_each_shrinking_method_has_a_candidate_per_default_target(default_rows):
             assert r["target_met"] == (abs(r["achieved_ratio"] / r["target_ratio"] - 1) <= 0.1)
     pruned = [r for r in rows if r["method"] in ("magnitude", "structured")]
     assert all(r["target_met"] for r in pruned)  # pruning reaches its targets exactly
-    assert [r["target_ratio"] for r in rows if r["method"] == "baseline"] == [None]
+    assert [r["target_ratio"] for r in rows if r["method"] == "baseline"] == [None, None]
 
 
 def test_results_json_rows_carry_the_budget_and_the_target(default_rows, capsys):
@@ -65,6 +68,7 @@ def test_results_table_prints_the_headline_table(default_rows, capsys):
     assert main(["results", "--store", store]) == 0
     out = capsys.readouterr().out
     assert "at each FLOP/s target" in out and "best" in out and "magnitude *" in out
+    assert "converged: dense error" in out or "WARNING: the dense model has not converged" in out
 
 
 def test_targets_option_sets_every_method_and_a_methods_own_setting_wins(tmp_path):
