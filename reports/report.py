@@ -111,6 +111,9 @@ def headline_markdown(groups: list[lb.Group], tables: dict[str, pd.DataFrame], c
         note = convergence_note(checks.get(g.key))
         if note:
             parts.append(note + "\n")
+        control = tg.control_table(g)
+        if not control.empty:
+            parts.append(f"#### {g.key}: found shape or found weights?\n\n{CONTROL_NOTE}\n\n" + to_markdown(control))
     if not parts:
         return "No candidate was asked for a FLOP/s target.\n"
     return "\n".join(parts) + "\n" + tg.LEGEND + "\n"
@@ -131,7 +134,16 @@ def _headline_section(groups: list[lb.Group], tables: dict[str, pd.DataFrame], c
         if note:
             cls = "warning" if "WARNING" in note else "note"
             parts.append(f'<p class="{cls}">{html.esc(note)}</p>')
+        control = tg.control_table(g)
+        if not control.empty:
+            parts.append(f'<h4>Found shape or found weights?</h4><p class="note">{html.esc(CONTROL_NOTE)}</p>'
+                         + html.table(control))
     return "\n".join(parts)
+
+
+CONTROL_NOTE = ("Each candidate's shape trained again from random initialisation with the same budget: if the retrained "
+                "model is as good, the method found a good shape; if it is worse (positive difference), the method's "
+                "own weights carried the gain. Mean ± 95 % half-interval over seeds; the difference is paired by seed.")
 
 
 def _intro(store, meta: dict) -> str:

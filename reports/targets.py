@@ -111,3 +111,30 @@ LEGEND = (f"Cells: error mean ± 95 % half-interval over seeds; in brackets the 
           f"best method at that target. {OVER}k/n: k of n seeds' candidates spent over 10 % more FLOP/s than the target; "
           f"{UNDER}k/n: over 10 % less (a cheaper operating point). * targets in non-zero FLOP/s (unstructured sparsity: "
           f"the counted FLOP/s do not fall). Every candidate trained for the same number of steps.")
+
+
+def control_table(group: Group) -> pd.DataFrame:
+    """Found shape or found weights: each candidate retrained from scratch (rows whose info
+    names `architecture_of`, the method whose shape they retrain) against the candidate it
+    copies, per (method, target or label): both errors' means and the paired difference
+    (retrained minus found; positive: the method's own weights were better than a fresh start)."""
+    ok = group.ok
+    info = ok["info"].apply(lambda i: i if isinstance(i, dict) else {})
+    controls = ok[info.apply(lambda i: "architecture_of" in i)]
+    if controls.empty:
+        return pd.DataFrame()
+    found = ok.set_index(["run_key", "label"])["error"]
+    records = []
+    keyed = controls.assign(source=[i["architecture_of"] for i in info[controls.index]],
+                            source_label=[i["source_label"] for i in info[controls.index]],
+                            source_run=[i["source_run"] for i in info[controls.index]])
+    for (source, label), r in keyed.groupby(["source", "source_label"], sort=True):
+        pairs = [(found.get((run, label)), e) for run, e in zip(r["source_run"], r["error"])]
+        pairs = [(a, b) for a, b in pairs if a is not None and np.isfinite(a)]
+        if not pairs:
+            continue
+        src, new = agg.mean_ci([a for a, _ in pairs]), agg.mean_ci([b for _, b in pairs])
+        diff = agg.mean_ci([b - a for a, b in pairs])
+        records.append({"method": source, "candidate": label, "seeds": len(pairs), "found": src.format(),
+                        "retrained from scratch": new.format(), "scratch - found": diff.format()})
+    return pd.DataFrame(records)

@@ -156,6 +156,9 @@ def test_scratch_retrains_each_found_shape_from_random_init_with_the_same_budget
     assert all(r["train_steps"] == rows[0]["train_steps"] and r["target_ratio"] is None for r in scratch)
     assert not any(r["info"]["architecture_of"] == "magnitude" for r in scratch)  # magnitude keeps the dense shape
     assert all(r["error"] != r["info"]["source_error"] for r in scratch)  # trained anew, not copied
+    (group,) = lb.make_groups(lb.load_frame(ResultStore(store)))
+    control = tg.control_table(group)
+    assert set(control["method"]) == {"structured", "optuna"} and len(control) == len(scratch)
 
 
 def test_scratch_is_not_in_all_and_starts_after_the_others():
