@@ -1,5 +1,5 @@
 """Sweep throughput: one grid run serially, then as a Ray Tune sweep with 2 workers
-(issue 7: >= 1.6x on 2 cores), with the ratios measured in this one run.
+(goal: >= 1.6x on 2 cores), with the ratios measured in this one run.
 
 Both run every run with one torch thread, and the two stores must hold the same results.
 Three ratios of serial wall time to sweep wall time:

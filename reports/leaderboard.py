@@ -1,7 +1,7 @@
 """Leaderboard tables from stored rows: per (task, model family) and method, the figures of
 `reports.aggregate` per seed, then their mean and 95 % t-interval over seeds.
 
-Input is the store's `results` table as a DataFrame (STYLE rule 6: reports read stored
+Input is the store's `results` table as a DataFrame (reports read stored
 results, never live objects). The dense model of a group is the `baseline` method's
 `dense` row; where a group has none (e.g. a store of one method), the largest ok candidate
 of each seed stands in for it, and the leaderboard says so.
