@@ -31,7 +31,8 @@ def _add_settings(p: argparse.ArgumentParser) -> None:
 
 def _add_grid(p: argparse.ArgumentParser) -> None:
     what = p.add_argument_group("what to run")
-    what.add_argument("--task", nargs="+", default=["all"], help="task names (or all)")
+    what.add_argument("--task", nargs="+", default=["default"],
+                      help="task names, all (every task and model family), or default (the main job's share of them)")
     what.add_argument("--method", nargs="+", default=["all"], help="method names (or all)")
     what.add_argument("--seed", nargs="+", type=int, default=[0, 1, 2], help="seeds; one run per seed")
     what.add_argument("--scale", choices=SCALES, default="small", help="data and training size: smoke (seconds), small, full")
@@ -127,10 +128,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     specs = plan_runs(args.task, args.method, args.seed, args.scale, args.settings, args.data_root, args.targets)
     store = ResultStore(args.store, args.models_dir)
     print(f"{len(specs)} run(s), {min(jobs, len(specs))} at once -> {store.location}", file=sys.stderr)
+    _say_what_default_leaves_out(args)
     outcomes = run_all(specs, store, progress=not args.quiet, jobs=jobs, threads=args.threads)
     rows = [row for o in outcomes for row in o.rows]
     with _wide_pandas():
         print(summary_frame(rows).to_string(index=False))
+        if rows:
+            print(_headlines(store, None))
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
     print(f"{counts['done']} run(s) done, {counts['skipped']} already done (skipped), {counts['failed']} failed; store: {store.location}")
     try:
@@ -139,6 +143,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"bench run: error: report not written: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
     return 1 if counts["failed"] else 0
+
+
+def _say_what_default_leaves_out(args: argparse.Namespace) -> None:
+    from bench.runner import DEFAULT_SUITE, left_out_of_default_suite
+
+    left = left_out_of_default_suite()
+    if DEFAULT_SUITE in args.task and left:
+        print(f"the default task suite leaves out {', '.join(left)}: add them with --task all "
+              "(or name a task and --set task.model=...); more seeds with --seed, more search trials with "
+              "--set optuna.trials=N", file=sys.stderr)
 
 
 def _jobs(given: int | None, threads: int) -> int:

@@ -25,6 +25,19 @@ from bench.training import seed_everything
 from methods.base import Candidate, RunContext
 
 DEFAULT_SEEDS = (0, 1, 2)
+DEFAULT_SUITE = "default"  # `--task default`: what each task puts in the main job
+
+
+def left_out_of_default_suite() -> list[str]:
+    """What `--task default` leaves out that `--task all` runs, e.g. ['vad (transformer)', 'antispoof']."""
+    out = []
+    for name in task_names():
+        cls = get_task_class(name)
+        if not cls.in_default_suite:
+            out.append(name)
+        elif cls.default_families:
+            out += [f"{name} ({f})" for f in cls.model_families if f not in cls.default_families]
+    return out
 # The training budget every candidate gets, stored in each resolved config.
 BUDGET_RULE = ("every candidate's lineage has train.steps optimizer steps: the dense model, a width learner's "
                "training, pruning's pre-training + pruning steps + fine-tuning, each search trial")
@@ -117,14 +130,17 @@ def plan_runs(
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r}; choose from: {', '.join(SCALES)}")
     methods_given = {part.strip() for name in methods for part in name.split(",")}
-    task_list = _expand(tasks, task_names(), "task")
+    tasks = list(tasks)
+    suite = [t for t in tasks if t.strip() == DEFAULT_SUITE]
+    task_list = _expand([t for t in tasks if t.strip() != DEFAULT_SUITE] + (["all"] if suite else []), task_names(), "task",
+                        [n for n in task_names() if not suite or get_task_class(n).in_default_suite])
     method_list = _expand(methods, method_names(), "method", [m for m in method_names() if get_method_class(m).in_all])
     seeds = list(dict.fromkeys(int(s) for s in seeds))
     overrides = parse_set(settings)
     _check_scopes(overrides, task_list, method_list)
 
     specs: list[RunSpec] = []
-    for task_name, task_overrides in _task_variants(task_list, overrides):
+    for task_name, task_overrides in _task_variants(task_list, overrides, default_suite=bool(suite)):
         task_cls = get_task_class(task_name)
         task_config = apply_overrides(task_cls.Config(), task_overrides, f"task {task_name}")
         task = task_cls(task_config, scale=scale, data_root=data_root)
@@ -154,14 +170,16 @@ def plan_runs(
     return specs
 
 
-def _task_variants(task_list: list[str], overrides: list[tuple[str, str, str]]) -> list[tuple[str, dict[str, str]]]:
-    """(task, its overrides) per run target: every model family of a task that has several,
-    unless `task.model` picks one."""
+def _task_variants(task_list: list[str], overrides: list[tuple[str, str, str]], default_suite: bool = False
+                   ) -> list[tuple[str, dict[str, str]]]:
+    """(task, its overrides) per run target: every model family of a task that has several
+    (in the default suite, its default families), unless `task.model` picks one."""
     out = []
     for name in task_list:
         cls = get_task_class(name)
         chosen = _scoped(overrides, "task", name, cls.Config)
-        families = [] if "model" in chosen else list(cls.model_families)
+        families = list(cls.default_families or cls.model_families) if default_suite else list(cls.model_families)
+        families = [] if "model" in chosen else families
         out += [(name, {**chosen, "model": f}) for f in families] or [(name, chosen)]
     return out
 

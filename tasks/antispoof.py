@@ -93,6 +93,7 @@ class AntispoofTask(SpeechTask):
     Config = AntispoofConfig
     metric = "eer"
     recipes = _RECIPES
+    in_default_suite = False  # not in the main job (its time budget): run with --task all or antispoof
 
     def __init__(self, config=None, scale="small", data_root=None):
         super().__init__(config, scale, data_root)

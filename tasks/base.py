@@ -75,6 +75,10 @@ class Task:
     # Values of `Config.model` when the task has several model families (e.g. crnn,
     # transformer): tests and reports treat each family as its own model.
     model_families: ClassVar[tuple[str, ...]] = ()
+    # What `--task default` (the main job) runs of this task: False leaves the task out; a
+    # tuple of families runs only those (None: every family). `--task all` runs everything.
+    in_default_suite: ClassVar[bool] = True
+    default_families: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, config: Any | None = None, scale: str = "small", data_root: str | Path | None = None):
         self.config = config if config is not None else self.Config()

@@ -79,6 +79,7 @@ class VadTask(SpeechTask):
     metric = "eer"
     recipes = _RECIPES
     model_families = ("crnn", "transformer")
+    default_families = ("crnn",)  # the main job's share; the transformer runs with --task all or vad
 
     def __init__(self, config=None, scale="small", data_root=None):
         super().__init__(config, scale, data_root)

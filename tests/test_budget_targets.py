@@ -166,3 +166,20 @@ def test_scratch_is_not_in_all_and_starts_after_the_others():
 
     assert "scratch" not in {s.method for s in plan_runs(["synthetic"], ["all"], [0], "smoke")}
     assert get_method_class("scratch").runs_after_others
+
+
+def test_the_default_suite_runs_its_share_and_says_what_it_leaves_out(tmp_path, capsys, monkeypatch):
+    from bench.runner import left_out_of_default_suite, plan_runs
+
+    default = {(s.task, getattr(s.task_config, "model", "")) for s in plan_runs(["default"], ["baseline"], [0], "smoke")}
+    everything = {(s.task, getattr(s.task_config, "model", "")) for s in plan_runs(["all"], ["baseline"], [0], "smoke")}
+    assert default < everything and ("vad", "crnn") in default and ("synthetic", "") in default
+    left = left_out_of_default_suite()
+    assert len(left) == len(everything - default) and all(t in " ".join(left) for t, _ in everything - default)
+    import bench.runner
+
+    monkeypatch.setattr(bench.runner, "run_all", lambda *a, **k: [])
+    monkeypatch.setattr("bench.cli._write_report", lambda *a, **k: "none")
+    assert main(["run", "--method", "baseline", "--seed", "0", "--scale", "smoke", "--quiet",
+                 "--store", str(tmp_path / "r.db")]) == 0
+    assert "the default task suite leaves out" in capsys.readouterr().err
