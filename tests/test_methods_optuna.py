@@ -53,7 +53,7 @@ def test_the_full_width_trial_is_the_shared_dense_model(store_path):
             "--set", "optuna.population=2"]
     assert main(["run", *SMOKE, *args]) == 0
     store = ResultStore(store_path)
-    (base,) = store.rows(method="baseline")
+    base, _check = store.rows(method="baseline")  # the dense model, and its convergence check
     first = complete_trials(open_study(store.url, f"bench:{store.rows(method='optuna')[0]['run_key']}"))[0]
     assert first.params == {"hidden": 64}
     dense, _ = load_candidate(store.models_dir / base["model_path"])

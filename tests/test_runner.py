@@ -23,7 +23,8 @@ def test_run_trains_stores_and_reruns_without_training(store_path, capsys, monke
     out = capsys.readouterr().out
     assert "1 run(s) done" in out and "synthetic" in out
     rows = ResultStore(store_path).rows()
-    assert len(rows) == 1
+    assert len(rows) == 2 and rows[1]["info"]["convergence_check"]  # the dense model, and the same at twice the budget
+    assert rows[1]["train_steps"] == 2 * rows[0]["train_steps"]
     row = rows[0]
     assert row["status"] == "ok" and row["widths"] == {"hidden": 64}
     # 16->64 Linear, tanh, 64->4 Linear: MACs by hand.
@@ -39,7 +40,7 @@ def test_run_trains_stores_and_reruns_without_training(store_path, capsys, monke
     monkeypatch.setattr(bench.training, "train", no_training)
     assert main(["run", *SMOKE, "--method", "baseline", "--seed", "0", "--store", store_path]) == 0
     assert "0 run(s) done, 1 already done (skipped)" in capsys.readouterr().out
-    assert len(ResultStore(store_path).rows()) == 1
+    assert len(ResultStore(store_path).rows()) == 2
 
 
 def test_saved_candidate_rebuilds_with_one_call_and_scores_the_same(store_path):
@@ -63,11 +64,11 @@ def test_interrupted_run_is_redone_and_finished_ones_are_kept(store_path, monkey
         return real_train(task, model, seed, *a, **k)
 
     monkeypatch.setattr(bench.training, "train", interrupt_second_run)
-    assert main(["run", *SMOKE, "--method", "baseline", "--seed", "0", "1", "--store", store_path]) == 130
+    assert main(["run", *SMOKE, "--method", "baseline", "--set", "baseline.check_convergence=false", "--seed", "0", "1", "--store", store_path]) == 130
     store = ResultStore(store_path)
     assert [r["seed"] for r in store.rows()] == [0]  # the killed run left no half-written row
     monkeypatch.setattr(bench.training, "train", real_train)
-    assert main(["run", *SMOKE, "--method", "baseline", "--seed", "0", "1", "--store", store_path]) == 0
+    assert main(["run", *SMOKE, "--method", "baseline", "--set", "baseline.check_convergence=false", "--seed", "0", "1", "--store", store_path]) == 0
     assert sorted(r["seed"] for r in store.rows()) == [0, 1]
 
 
@@ -124,7 +125,7 @@ def test_unwritable_store_is_a_clear_error(tmp_path, capsys):
 
 
 def test_results_json_and_csv(store_path, capsys):
-    main(["run", *SMOKE, "--method", "baseline", "--seed", "0", "--store", store_path])
+    main(["run", *SMOKE, "--method", "baseline", "--set", "baseline.check_convergence=false", "--seed", "0", "--store", store_path])
     capsys.readouterr()
     assert main(["results", "--format", "json", "--task", "synthetic", "--method", "baseline", "--store", store_path]) == 0
     (row,) = json.loads(capsys.readouterr().out)
@@ -136,8 +137,8 @@ def test_results_json_and_csv(store_path, capsys):
 
 
 def test_task_setting_changes_the_run_key(store_path):
-    main(["run", *SMOKE, "--method", "baseline", "--seed", "0", "--set", "train.steps=50", "--store", store_path])
-    main(["run", *SMOKE, "--method", "baseline", "--seed", "0", "--set", "train.steps=50", "--set", "task.teacher_width=24", "--store", store_path])
+    main(["run", *SMOKE, "--method", "baseline", "--set", "baseline.check_convergence=false", "--seed", "0", "--set", "train.steps=50", "--store", store_path])
+    main(["run", *SMOKE, "--method", "baseline", "--set", "baseline.check_convergence=false", "--seed", "0", "--set", "train.steps=50", "--set", "task.teacher_width=24", "--store", store_path])
     rows = ResultStore(store_path).rows()
     assert len({r["config_hash"] for r in rows}) == 2
     assert [r["task_config"]["teacher_width"] for r in rows] == [12, 24]
@@ -200,7 +201,8 @@ def test_a_task_with_several_model_families_runs_each_unless_one_is_chosen():
 
 
 def test_parallel_jobs_store_the_same_rows_as_one_process(tmp_path, capsys):
-    grid = ["--method", "baseline", "magnitude", "--seed", "0", "1", "--set", "magnitude.ratios=0.5", "--set", "train.steps=200"]
+    grid = ["--method", "baseline", "magnitude", "--seed", "0", "1", "--set", "magnitude.ratios=0.5", "--set", "train.steps=200",
+            "--set", "baseline.check_convergence=false"]
     serial, parallel = str(tmp_path / "serial.db"), str(tmp_path / "parallel.db")
     assert main(["run", *SMOKE, *grid, "--store", serial, "--jobs", "1"]) == 0
     assert main(["run", *SMOKE, *grid, "--store", parallel, "--jobs", "2"]) == 0
