@@ -7,6 +7,7 @@ runs that finished and redoes runs that crashed or failed.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -187,12 +188,36 @@ def execute(spec: RunSpec, store: ResultStore, progress: bool = True) -> RunOutc
         ctx = RunContext(task=task, seed=spec.seed, recipe=spec.recipe, progress=progress, store_url=store.url, run_key=spec.run_key,
                          models_dir=store.models_dir, config=spec.config)
         for index, candidate in enumerate(method.candidates(ctx)):
-            rows.append(_finish_candidate(spec, store, ctx, index, candidate))
+            row = _finish_candidate(spec, store, ctx, index, candidate)
+            check_converged(task, candidate.model, row["error"], candidate.label or f"candidate {index}")
+            rows.append(row)
     except Exception as err:  # a failed run is stored with its reason; the others go on
         status, reason = "failed", _one_line(err)
-        rows.append({**_base_row(spec), "status": "failed", "reason": reason})
+        rows = [{**_base_row(spec), "status": "failed", "reason": reason}]
+        shutil.rmtree(store.models_dir / spec.run_key, ignore_errors=True)  # no model files of a failed run
     store.finish_run(spec.run_key, rows, "ok" if status == "done" else "failed", reason, time.perf_counter() - start)
     return RunOutcome(spec, status, rows, reason)
+
+
+class DivergedError(RuntimeError):
+    """Training diverged: non-finite weights, or an error worse than chance; the run fails."""
+
+
+CHANCE_MARGIN = 1.5  # an error above 1.5 x the task's chance level means training diverged
+
+
+def check_converged(task: Any, model: Any, error: float, what: str) -> None:
+    """Raise `DivergedError` if `model` holds non-finite weights or `error` is worse than the
+    task's chance level by the margin: only each step's loss is checked during training."""
+    import torch
+
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise DivergedError(f"{what}: weights {name} became non-finite (training diverged; try a lower train.lr)")
+    chance = getattr(task, "chance_error", None)
+    if chance is not None and error > CHANCE_MARGIN * chance:
+        raise DivergedError(f"{what}: {task.metric} {error:.4g} is worse than chance ({chance:g}) by more than "
+                            f"{CHANCE_MARGIN:g}x (training diverged; try a lower train.lr)")
 
 
 def _finish_candidate(spec: RunSpec, store: ResultStore, ctx: RunContext, index: int, cand: Candidate) -> dict[str, Any]:
