@@ -151,13 +151,20 @@ def _jobs(given: int | None, threads: int) -> int:
 def _write_report(store, out: str | None = None, tasks: list[str] | None = None) -> str:
     from reports.report import build_report
 
-    return str(build_report(store, out, tasks).html_path)
+    try:
+        return str(build_report(store, out or store.report_dir, tasks).html_path)
+    except OSError as err:
+        raise ConfigError(f"cannot write the report to {err.filename or out or store.report_dir}: {err.strerror}; "
+                          "pass --out with a writable folder") from None
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.store import ResultStore
 
-    print(f"leaderboard: {_write_report(ResultStore(args.store), args.out, args.task)}")
+    if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ConfigError(f"--out {args.out} is a file; give a folder (it is created if missing)")
+    store = ResultStore(args.store, read_only=True)
+    print(f"leaderboard: {_write_report(store, args.out, args.task)}")
     return 0
 
 
@@ -182,7 +189,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     from bench.store import ResultStore
     from reports.tables import rows_to_csv, rows_to_json, summary_frame
 
-    rows = ResultStore(args.store).rows(args.task, args.method)
+    rows = ResultStore(args.store, read_only=True).rows(args.task, args.method)
     if args.format == "json":
         print(rows_to_json(rows))
     elif args.format == "csv":

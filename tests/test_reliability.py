@@ -45,3 +45,101 @@ def test_bad_training_recipes_are_one_line_and_exit_2_before_any_training(settin
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
     assert ResultStore(store_path).rows() == []
+
+
+# --- read-only commands never create or change a store --------------------------------------------------------------
+def _snapshot(folder):
+    return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("command", [["results"], ["results", "--format", "json"], ["report"]])
+def test_a_missing_store_is_one_line_and_nothing_is_created(command, tmp_path, capsys):
+    typo = tmp_path / "typo.db"
+    assert main([*command, "--store", str(typo)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"no store at {typo}" in err and "\n" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_results_and_report_leave_a_read_only_store_unchanged(store_path, tmp_path, capsys):
+    assert main(["run", *SMOKE, "--method", "baseline", "--seed", "0", "--store", store_path]) == 0
+    store_dir = tmp_path / "store"
+    store_dir.mkdir()
+    db = store_dir / "results.db"
+    ResultStore(store_path).engine.dispose()
+    import sqlite3
+    with sqlite3.connect(store_path) as src, sqlite3.connect(db) as dst:  # a consolidated copy, no WAL files
+        src.backup(dst)
+    db.chmod(0o444)
+    store_dir.chmod(0o555)
+    try:
+        before = _snapshot(store_dir)
+        assert main(["results", "--store", str(db)]) == 0
+        assert "synthetic" in capsys.readouterr().out
+        assert main(["report", "--store", str(db), "--out", str(tmp_path / "rep")]) == 0
+        assert (tmp_path / "rep" / "leaderboard.html").exists()
+        assert _snapshot(store_dir) == before
+    finally:
+        store_dir.chmod(0o755)
+
+
+def test_a_foreign_sqlite_file_is_refused_and_left_unchanged(tmp_path, capsys):
+    import sqlite3
+    foreign = tmp_path / "notes.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+    before = foreign.read_bytes()
+    for command in (["results"], ["report"], ["run", *SMOKE, "--method", "baseline", "--seed", "0"]):
+        assert main([*command, "--store", str(foreign)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "is not a result store of this benchmark (it has tables notes but no results table)" in err and "\n" not in err
+    assert foreign.read_bytes() == before
+    (tmp_path / "text.db").write_text("hello\n")
+    assert main(["results", "--store", str(tmp_path / "text.db")]) == 2
+    assert "file is not a database" in capsys.readouterr().err
+
+
+def test_an_older_schema_store_is_one_line_before_any_training(tmp_path, capsys, monkeypatch):
+    import sqlite3
+
+    import bench.training
+    old = tmp_path / "old.db"
+    ResultStore(str(old)).engine.dispose()
+    with sqlite3.connect(old) as conn:  # the results table as it was before the budget columns
+        conn.execute("ALTER TABLE results DROP COLUMN target_met")
+    monkeypatch.setattr(bench.training, "train", lambda *a, **k: pytest.fail("trained on a store it cannot write"))
+    for command in (["results"], ["report"], ["run", *SMOKE, "--method", "baseline", "--seed", "0"]):
+        assert main([*command, "--store", str(old)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "has an older schema (table results lacks target_met)" in err and "\n" not in err
+
+
+def test_a_password_in_a_store_url_is_never_shown(capsys):
+    url = "postgresql+nodriver://bench:s3cret@127.0.0.1:1/bench"
+    assert main(["results", "--store", url]) == 2
+    err = capsys.readouterr().err
+    assert "s3cret" not in err and "bench:***@127.0.0.1" in err
+
+
+def test_report_out_pointing_at_a_file_is_one_line(store_path, tmp_path, capsys):
+    ResultStore(store_path)
+    (tmp_path / "afile").write_text("")
+    assert main(["report", "--store", store_path, "--out", str(tmp_path / "afile")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--out" in err and "is a file" in err and "\n" not in err
+
+
+def test_reports_of_stores_in_one_folder_go_to_their_own_folders(tmp_path, capsys):
+    for name in ("a", "b"):
+        ResultStore(str(tmp_path / f"{name}.db"))
+        assert main(["report", "--store", str(tmp_path / f"{name}.db")]) == 0
+    assert (tmp_path / "a-report" / "leaderboard.html").exists() and (tmp_path / "b-report" / "leaderboard.html").exists()
+
+
+def test_an_unwritable_models_dir_is_found_before_training(store_path, tmp_path, capsys, monkeypatch):
+    import bench.training
+    (tmp_path / "afile").write_text("")  # a folder under a file cannot be made, even by root
+    monkeypatch.setattr(bench.training, "train", lambda *a, **k: pytest.fail("trained with nowhere to save"))
+    assert main(["run", *SMOKE, "--method", "baseline", "--seed", "0", "--store", store_path,
+                 "--models-dir", str(tmp_path / "afile" / "models")]) == 2
+    assert "cannot create models folder" in capsys.readouterr().err
