@@ -171,9 +171,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from bench.runner import plan_runs
     from bench.store import ResultStore
-    from bench.sweep import sweep
+    from bench.sweep import check_resources, sweep
     from reports.tables import summary_frame
 
+    check_resources(args.cpus_per_trial, args.num_cpus)
     specs = plan_runs(args.task, args.method, args.seed, args.scale, args.settings, args.data_root)
     store = ResultStore(args.store, args.models_dir)
     print(f"{len(specs)} run(s) as Ray Tune trials -> {store.location}", file=sys.stderr)
@@ -208,7 +209,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
     task_cls = get_task_class(args.task)
     overrides = {k: v for scope, k, v in parse_set(args.settings) if scope in ("task", args.task)}
     task = task_cls(apply_overrides(task_cls.Config(), overrides, f"task {args.task}"))
-    widths = parse_value(args.widths, dict[str, int]) if args.widths else {}
+    try:
+        widths = parse_value(args.widths, dict[str, int]) if args.widths else {}
+    except ValueError as err:
+        raise ConfigError(f"bad --widths {args.widths!r}: expected SLOT=N,... with whole numbers N ({err})") from None
     model = task.build_model(widths)
     example = task.example_input()
     print(f"task {args.task}, widths {task.resolve_widths(widths)}, example input {tuple(example.shape)}")

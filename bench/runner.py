@@ -116,6 +116,8 @@ def plan_runs(
     task_list = _expand(tasks, task_names(), "task")
     method_list = _expand(methods, method_names(), "method")
     seeds = list(dict.fromkeys(int(s) for s in seeds))
+    if any(s < 0 for s in seeds):
+        raise ConfigError(f"seeds must be whole numbers >= 0, got {min(seeds)}")
     overrides = parse_set(settings)
     _check_scopes(overrides, task_list, method_list)
 
@@ -311,6 +313,7 @@ def run_all(specs: list[RunSpec], store: ResultStore, progress: bool = True, job
     threads: small models use one core badly, so runs side by side use a machine's cores far
     better than threads within a run. Every run is stored by its worker as it finishes.
     """
+    prepare_data([s for s in specs if store.run_status(s.run_key) != "ok"])  # bad data or cache: one line, before any run
     if jobs <= 1 or len(specs) <= 1:
         outcomes = []
         bar = tqdm(specs, desc="runs", unit="run", disable=not progress or None, dynamic_ncols=True)
@@ -328,7 +331,12 @@ def prepare_data(specs: list[RunSpec]) -> None:
         key = (spec.task, config_hash(to_dict(spec.task_config)), spec.scale, str(spec.data_root))
         if key not in seen:
             seen.add(key)
-            spec.build_task().prepare()
+            try:
+                spec.build_task().prepare()
+            except OSError as err:  # e.g. an unwritable cache: one line, before any run starts
+                where = f" {err.filename}" if err.filename else ""
+                raise ConfigError(f"cannot build the data of task {spec.task}:{where} {err.strerror or err}; "
+                                  "set BENCH_CACHE to a writable folder") from None
 
 
 def _run_parallel(specs: list[RunSpec], store: ResultStore, progress: bool, jobs: int, threads: int) -> list[RunOutcome]:
@@ -340,7 +348,6 @@ def _run_parallel(specs: list[RunSpec], store: ResultStore, progress: bool, jobs
         if store.run_status(spec.run_key) == "ok":
             outcomes[i] = RunOutcome(spec, "skipped", store.rows(run_key=spec.run_key))
     todo = [spec for spec, o in zip(specs, outcomes) if o is None]
-    prepare_data(todo)
     # spawn, not fork: forking a process that has run torch can deadlock its thread pools
     pool = ProcessPoolExecutor(min(jobs, len(todo)) or 1, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_worker_init, initargs=(store.url, str(store.models_dir), threads))

@@ -143,3 +143,51 @@ def test_an_unwritable_models_dir_is_found_before_training(store_path, tmp_path,
     assert main(["run", *SMOKE, "--method", "baseline", "--seed", "0", "--store", store_path,
                  "--models-dir", str(tmp_path / "afile" / "models")]) == 2
     assert "cannot create models folder" in capsys.readouterr().err
+
+
+# --- one line, not a traceback ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("argv,message", [
+    (["sweep", *SMOKE, "--method", "baseline", "--num-cpus", "-1"], "--num-cpus must be >= 1"),
+    (["sweep", *SMOKE, "--method", "baseline", "--num-cpus", "0"], "--num-cpus must be >= 1"),
+    (["profile", "--task", "synthetic", "--widths", "hidden=abc"], "bad --widths 'hidden=abc'"),
+    (["run", *SMOKE, "--method", "optuna", "--seed", "-1"], "seeds must be whole numbers >= 0, got -1"),
+])
+def test_bad_command_values_are_one_line_and_exit_2(argv, message, store_path, capsys):
+    assert main([*argv, "--store", store_path] if argv[0] != "profile" else argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_an_unwritable_data_cache_is_one_line_before_any_run(jobs, store_path, tmp_path, capsys, monkeypatch):
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "afile" / "cache"))
+    argv = ["run", "--task", "vad", "--method", "baseline", "--seed", "0", "1", "--scale", "smoke", "--quiet",
+            "--set", "task.model=crnn", "--jobs", jobs, "--store", store_path]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "cannot build the data of task vad" in err and "set BENCH_CACHE to a writable folder" in err
+    assert ResultStore(store_path).rows() == []
+
+
+def test_large_seeds_give_the_optuna_sampler_a_valid_seed():
+    from methods.optuna_search import OptunaSearch, open_study
+
+    method = OptunaSearch(OptunaSearch.Config(trials=2))
+    study = open_study("sqlite:///:memory:", "s")
+    method.prepare(study, SyntheticTask(scale="smoke"), 10**9)  # seed * 7919 is far above 2**32
+    study.ask()
+    study.ask()  # the second trial is the sampler's own proposal (the first is queued)
+
+
+@pytest.mark.parametrize("content", [b"", b"RIFF\x00\x00not audio at all"], ids=["empty", "corrupt"])
+def test_a_bonafide_dir_with_no_usable_recording_is_one_line_and_exit_2(content, store_path, tmp_path, capsys):
+    (tmp_path / "rec").mkdir()
+    (tmp_path / "rec" / "a.wav").write_bytes(content)
+    argv = ["run", "--task", "antispoof", "--method", "baseline", "--seed", "0", "--scale", "smoke", "--quiet",
+            "--set", f"task.bonafide_dir={tmp_path / 'rec'}", "--store", store_path]
+    with pytest.warns(UserWarning, match="skipping recorded bona fide file"):
+        assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no usable recorded bona fide audio among 1 files" in err.splitlines()[-1] and "Traceback" not in err
+    assert ResultStore(store_path).rows() == []
