@@ -128,6 +128,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     with _wide_pandas():
         print(summary_frame(rows).to_string(index=False))
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+    for o in outcomes:
+        if o.status == "failed":
+            print(f"failed: {o.spec.task}/{o.spec.method} seed {o.spec.seed}: {o.reason}", file=sys.stderr)
     print(f"{counts['done']} run(s) done, {counts['skipped']} already done (skipped), {counts['failed']} failed; store: {store.location}")
     try:
         print(f"leaderboard: {_write_report(store)}")

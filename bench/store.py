@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import socket
+import threading
 import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import sqlalchemy as sa
 
@@ -90,6 +94,31 @@ claims = sa.Table(
 )
 
 RESULT_COLUMNS = [c.name for c in results.columns]
+
+
+# A claim whose heartbeat is older than this (seconds) belongs to a dead process and is taken over.
+CLAIM_TTL = float(os.environ.get("BENCH_CLAIM_TTL", "120"))
+OWNER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # this process, as a claim's holder
+
+
+def _dead_here(owner: str) -> bool:
+    """Whether claim holder `owner` is a process of this host that no longer exists."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return owner != OWNER  # our pid, another token: a process before us
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:  # a zombie (exited, not yet reaped: an orphan where init does not reap) is dead too
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 class StoreError(RuntimeError):
@@ -247,6 +276,83 @@ class ResultStore:
             if rows:
                 conn.execute(results.insert(), rows)
             conn.execute(runs.update().where(runs.c.run_key == run_key).values(status=status, reason=reason, finished_at=_now(), seconds=seconds))
+            conn.execute(claims.delete().where(claims.c.run_key == run_key))
+
+    # --- claims: one process trains a run at a time -------------------------------------
+    def claim(self, run_key: str, owner: str = "", ttl: float | None = None) -> bool:
+        """Take the claim on `run_key` for `owner` (default: this process); True if it is ours.
+
+        A claim held by another is taken over only once its holder is dead: its heartbeat is
+        older than `ttl` seconds, or it names a process of this host that no longer exists."""
+        owner, ttl = owner or OWNER, CLAIM_TTL if ttl is None else ttl
+        with self._transaction() as conn:
+            held = conn.execute(sa.select(claims.c.owner, claims.c.heartbeat).where(claims.c.run_key == run_key)).first()
+            if held is not None:
+                if held.owner != owner and not (time.time() - held.heartbeat > ttl or _dead_here(held.owner)):
+                    return False
+                taken = conn.execute(claims.update().where(claims.c.run_key == run_key, claims.c.owner == held.owner,
+                                                           claims.c.heartbeat == held.heartbeat).values(owner=owner, heartbeat=time.time()))
+                return taken.rowcount == 1  # 0: another process took it over first
+        try:
+            with self._transaction() as conn:
+                conn.execute(claims.insert().values(run_key=run_key, owner=owner, heartbeat=time.time()))
+            return True
+        except (sa.exc.IntegrityError, StoreError) as err:  # another process claimed it between the two transactions
+            if isinstance(err, StoreError) and "UNIQUE" not in str(err) and "duplicate" not in str(err):
+                raise
+            return False
+
+    def heartbeat(self, run_key: str, owner: str = "") -> bool:
+        """Refresh our claim on `run_key`; False if it is no longer ours."""
+        with self._transaction() as conn:
+            done = conn.execute(claims.update().where(claims.c.run_key == run_key, claims.c.owner == (owner or OWNER))
+                                .values(heartbeat=time.time()))
+            return done.rowcount == 1
+
+    def release(self, run_key: str, owner: str = "") -> None:
+        with self._transaction() as conn:
+            conn.execute(claims.delete().where(claims.c.run_key == run_key, claims.c.owner == (owner or OWNER)))
+
+    def claim_holder(self, run_key: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(claims.c.owner).where(claims.c.run_key == run_key)).scalar()
+
+    def dead_claims(self) -> dict[str, int]:
+        """Run key -> process id, of claims held by processes of this host that no longer exist."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(claims.c.run_key, claims.c.owner)).all()
+        return {key: int(owner.split(":")[1]) for key, owner in rows if _dead_here(owner)}
+
+    def release_dead(self, run_key: str) -> None:
+        """Drop the claim on `run_key` if its holder is a dead process of this host."""
+        holder = self.claim_holder(run_key)
+        if holder is not None and _dead_here(holder):
+            with self._transaction() as conn:
+                conn.execute(claims.delete().where(claims.c.run_key == run_key, claims.c.owner == holder))
+
+    @contextmanager
+    def claimed(self, run_key: str) -> Iterator[bool]:
+        """Claim `run_key` for the block, with a heartbeat thread; yields whether we hold it."""
+        if not self.claim(run_key):
+            yield False
+            return
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(CLAIM_TTL / 4):
+                try:
+                    self.heartbeat(run_key)
+                except Exception:  # a store hiccup: the next beat tries again
+                    pass
+
+        thread = threading.Thread(target=beat, name=f"heartbeat {run_key}", daemon=True)
+        thread.start()
+        try:
+            yield True
+        finally:
+            stop.set()
+            thread.join()
+            self.release(run_key)
 
     def _transaction(self):
         return _Retrying(self.engine)
