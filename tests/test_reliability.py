@@ -191,3 +191,31 @@ def test_a_bonafide_dir_with_no_usable_recording_is_one_line_and_exit_2(content,
     err = capsys.readouterr().err.strip()
     assert "no usable recorded bona fide audio among 1 files" in err.splitlines()[-1] and "Traceback" not in err
     assert ResultStore(store_path).rows() == []
+
+
+# --- model files and progress output -----------------------------------------------------------------------------------
+def test_a_killed_writers_temporary_file_is_removed_and_models_are_readable_by_others(tmp_path):
+    import os
+    import socket
+    import stat
+
+    from bench.checkpoint import atomic_save
+    host = socket.gethostname().replace(".", "-")
+    stale = tmp_path / f".candidate0.pt.{host}.{2**22 + 77}.abc.tmp"  # its writer (no such pid) was killed mid-save
+    stale.write_bytes(b"x" * 100)
+    live = tmp_path / f".candidate1.pt.{host}.{os.getpid()}.abc.tmp"  # a save in progress in a live process
+    live.write_bytes(b"y")
+    old = os.umask(0o022)
+    try:
+        atomic_save({"a": torch.zeros(2)}, tmp_path / "candidate0.pt")
+    finally:
+        os.umask(old)
+    assert not stale.exists() and live.exists()
+    assert stat.S_IMODE((tmp_path / "candidate0.pt").stat().st_mode) == 0o644
+
+
+def test_without_a_terminal_each_finished_run_is_one_line(store_path, capsys):
+    assert main(["run", "--task", "synthetic", "--scale", "smoke", "--method", "baseline", "--seed", "0", "1",
+                 "--store", store_path]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[")]
+    assert len(lines) == 2 and lines[0].startswith("[1/2] synthetic/baseline seed 0 ") and lines[1].endswith(": done")
