@@ -136,6 +136,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if rows:
             print(_headlines(store, None))
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+    for o in outcomes:
+        if o.status == "failed":
+            print(f"failed: {o.spec.task}/{o.spec.method} seed {o.spec.seed}: {o.reason}", file=sys.stderr)
     print(f"{counts['done']} run(s) done, {counts['skipped']} already done (skipped), {counts['failed']} failed; store: {store.location}")
     try:
         print(f"leaderboard: {_write_report(store)}")
@@ -169,22 +172,30 @@ def _jobs(given: int | None, threads: int) -> int:
 def _write_report(store, out: str | None = None, tasks: list[str] | None = None) -> str:
     from reports.report import build_report
 
-    return str(build_report(store, out, tasks).html_path)
+    try:
+        return str(build_report(store, out or store.report_dir, tasks).html_path)
+    except OSError as err:
+        raise ConfigError(f"cannot write the report to {err.filename or out or store.report_dir}: {err.strerror}; "
+                          "pass --out with a writable folder") from None
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.store import ResultStore
 
-    print(f"leaderboard: {_write_report(ResultStore(args.store), args.out, args.task)}")
+    if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ConfigError(f"--out {args.out} is a file; give a folder (it is created if missing)")
+    store = ResultStore(args.store, read_only=True)
+    print(f"leaderboard: {_write_report(store, args.out, args.task)}")
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from bench.runner import plan_runs
     from bench.store import ResultStore
-    from bench.sweep import sweep
+    from bench.sweep import check_resources, sweep
     from reports.tables import summary_frame
 
+    check_resources(args.cpus_per_trial, args.num_cpus)
     specs = plan_runs(args.task, args.method, args.seed, args.scale, args.settings, args.data_root, args.targets)
     store = ResultStore(args.store, args.models_dir)
     print(f"{len(specs)} run(s) as Ray Tune trials -> {store.location}", file=sys.stderr)
@@ -200,7 +211,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     from bench.store import ResultStore
     from reports.tables import rows_to_csv, rows_to_json, summary_frame
 
-    rows = ResultStore(args.store).rows(args.task, args.method)
+    rows = ResultStore(args.store, read_only=True).rows(args.task, args.method)
     if args.format == "json":
         print(rows_to_json(rows))
     elif args.format == "csv":
@@ -240,7 +251,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
     task_cls = get_task_class(args.task)
     overrides = {k: v for scope, k, v in parse_set(args.settings) if scope in ("task", args.task)}
     task = task_cls(apply_overrides(task_cls.Config(), overrides, f"task {args.task}"))
-    widths = parse_value(args.widths, dict[str, int]) if args.widths else {}
+    try:
+        widths = parse_value(args.widths, dict[str, int]) if args.widths else {}
+    except ValueError as err:
+        raise ConfigError(f"bad --widths {args.widths!r}: expected SLOT=N,... with whole numbers N ({err})") from None
     model = task.build_model(widths)
     example = task.example_input()
     print(f"task {args.task}, widths {task.resolve_widths(widths)}, example input {tuple(example.shape)}")

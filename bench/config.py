@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -31,7 +32,18 @@ class TrainRecipe:
     lr: float = 1e-3  # peak learning rate (cosine decay to 0 over `steps`)
     weight_decay: float = 0.0  # AdamW weight decay
     grad_clip: float = 5.0  # max gradient norm; 0 disables clipping
-    eval_batch_size: int = 512  # examples per evaluation batch (memory only, no effect on numbers)
+
+    def validate(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        for name in ("weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
 
 def parse_set(items: list[str] | None) -> list[tuple[str, str, str]]:

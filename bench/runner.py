@@ -7,6 +7,8 @@ runs that finished and redoes runs that crashed or failed.
 from __future__ import annotations
 
 import math
+import shutil
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -20,7 +22,7 @@ from bench.complexity import measure
 from bench.config import SCALES, ConfigError, TrainRecipe, apply_overrides, config_hash, field_names, parse_set, to_dict
 from bench.latency import cpu_latency_ms
 from bench.registry import get_method_class, get_task_class, method_names, task_names
-from bench.store import ResultStore
+from bench.store import CLAIM_TTL, ResultStore
 from bench.training import seed_everything
 from methods.base import Candidate, RunContext
 
@@ -84,7 +86,7 @@ class RunSpec:
 @dataclass
 class RunOutcome:
     spec: RunSpec
-    status: str  # done | skipped (finished earlier) | failed
+    status: str  # done | skipped (finished earlier, or by another process) | failed | busy (another process runs it)
     rows: list[dict[str, Any]] = field(default_factory=list)
     reason: str | None = None
 
@@ -136,6 +138,8 @@ def plan_runs(
                         [n for n in task_names() if not suite or get_task_class(n).in_default_suite])
     method_list = _expand(methods, method_names(), "method", [m for m in method_names() if get_method_class(m).in_all])
     seeds = list(dict.fromkeys(int(s) for s in seeds))
+    if any(s < 0 for s in seeds):
+        raise ConfigError(f"seeds must be whole numbers >= 0, got {min(seeds)}")
     overrides = parse_set(settings)
     _check_scopes(overrides, task_list, method_list)
 
@@ -207,9 +211,19 @@ def _knob_values(method: Any, task: Any) -> list[Any]:
 
 
 def execute(spec: RunSpec, store: ResultStore, progress: bool = True) -> RunOutcome:
-    """Run one spec unless the store has it finished; store its rows and final status."""
+    """Run one spec unless the store has it finished or another process holds its claim
+    (status "busy"); store its rows and final status."""
     if store.run_status(spec.run_key) == "ok":
         return RunOutcome(spec, "skipped", store.rows(run_key=spec.run_key))
+    with store.claimed(spec.run_key) as ours:
+        if not ours:
+            return RunOutcome(spec, "busy", reason=f"being run by {store.claim_holder(spec.run_key) or 'another process'}")
+        if store.run_status(spec.run_key) == "ok":  # finished by the claim's previous holder
+            return RunOutcome(spec, "skipped", store.rows(run_key=spec.run_key))
+        return _execute_claimed(spec, store, progress)
+
+
+def _execute_claimed(spec: RunSpec, store: ResultStore, progress: bool) -> RunOutcome:
     store.start_run(spec.run_key, spec.task, spec.method, spec.config_hash, spec.seed)
     seed_everything(spec.seed)
     start = time.perf_counter()
@@ -220,12 +234,36 @@ def execute(spec: RunSpec, store: ResultStore, progress: bool = True) -> RunOutc
         ctx = RunContext(task=task, seed=spec.seed, recipe=spec.recipe, progress=progress, store_url=store.url, run_key=spec.run_key,
                          models_dir=store.models_dir, config=spec.config, store_rows=store.rows)
         for index, candidate in enumerate(method.candidates(ctx)):
-            rows.append(_finish_candidate(spec, store, ctx, index, candidate))
+            row = _finish_candidate(spec, store, ctx, index, candidate)
+            check_converged(task, candidate.model, row["error"], candidate.label or f"candidate {index}")
+            rows.append(row)
     except Exception as err:  # a failed run is stored with its reason; the others go on
         status, reason = "failed", _one_line(err)
-        rows.append({**_base_row(spec), "status": "failed", "reason": reason})
+        rows = [{**_base_row(spec), "status": "failed", "reason": reason}]
+        shutil.rmtree(store.models_dir / spec.run_key, ignore_errors=True)  # no model files of a failed run
     store.finish_run(spec.run_key, rows, "ok" if status == "done" else "failed", reason, time.perf_counter() - start)
     return RunOutcome(spec, status, rows, reason)
+
+
+class DivergedError(RuntimeError):
+    """Training diverged: non-finite weights, or an error worse than chance; the run fails."""
+
+
+CHANCE_MARGIN = 1.5  # an error above 1.5 x the task's chance level means training diverged
+
+
+def check_converged(task: Any, model: Any, error: float, what: str) -> None:
+    """Raise `DivergedError` if `model` holds non-finite weights or `error` is worse than the
+    task's chance level by the margin: only each step's loss is checked during training."""
+    import torch
+
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise DivergedError(f"{what}: weights {name} became non-finite (training diverged; try a lower train.lr)")
+    chance = getattr(task, "chance_error", None)
+    if chance is not None and error > CHANCE_MARGIN * chance:
+        raise DivergedError(f"{what}: {task.metric} {error:.4g} is worse than chance ({chance:g}) by more than "
+                            f"{CHANCE_MARGIN:g}x (training diverged; try a lower train.lr)")
 
 
 def _finish_candidate(spec: RunSpec, store: ResultStore, ctx: RunContext, index: int, cand: Candidate) -> dict[str, Any]:
@@ -318,6 +356,7 @@ def run_all(specs: list[RunSpec], store: ResultStore, progress: bool = True, job
     `jobs` > 1 runs that many specs at once, each in a worker process with `threads` torch
     threads: small models use one core badly, so runs side by side use a machine's cores far
     better than threads within a run. Every run is stored by its worker as it finishes.
+    Runs that another command holds are waited for, and taken over if their holder dies.
     Runs of methods that build on the others' results (`runs_after_others`) start once all
     other runs have ended.
     """
@@ -325,14 +364,61 @@ def run_all(specs: list[RunSpec], store: ResultStore, progress: bool = True, job
     if later and len(later) < len(specs):
         first = [s for s in specs if not get_method_class(s.method).runs_after_others]
         return run_all(first, store, progress, jobs, threads) + run_all(later, store, progress, jobs, threads)
-    if jobs <= 1 or len(specs) <= 1:
-        outcomes = []
-        bar = tqdm(specs, desc="runs", unit="run", disable=not progress or None, dynamic_ncols=True)
-        for spec in bar:
-            bar.set_postfix_str(f"{spec.task}/{spec.method} seed {spec.seed}")
-            outcomes.append(execute(spec, store, progress=progress))
-        return outcomes
-    return _run_parallel(specs, store, progress, jobs, threads)
+    prepare_data([s for s in specs if store.run_status(s.run_key) != "ok"])  # bad data or cache: one line, before any run
+    if jobs > 1 and len(specs) > 1:
+        from bench.workers import run_parallel
+
+        return run_parallel(specs, store, progress, jobs, threads)
+    outcomes: dict[int, RunOutcome] = {}
+    bar = RunProgress(len(specs), "runs", progress)
+    pending = list(range(len(specs)))
+    while pending:
+        busy = []
+        for i in pending:
+            bar.running(specs[i])
+            outcome = execute(specs[i], store, progress=progress)
+            if outcome.status == "busy":
+                busy.append(i)
+            else:
+                outcomes[i] = outcome
+                bar.finished(outcome)
+        pending = busy
+        wait_for_others([specs[i] for i in busy])
+    bar.close()
+    return [outcomes[i] for i in range(len(specs))]
+
+
+def wait_for_others(specs: list[RunSpec], poll: float | None = None) -> None:
+    """Before another round over the runs another process holds: say so, then sleep."""
+    if specs:
+        names = ", ".join(f"{s.task}/{s.method} seed {s.seed}" for s in specs[:3]) + (" ..." if len(specs) > 3 else "")
+        print(f"waiting for {len(specs)} run(s) that another process is running ({names})", file=sys.stderr)
+        time.sleep(poll if poll is not None else min(5.0, CLAIM_TTL / 4))
+
+
+class RunProgress:
+    """A bar over runs on a terminal; elsewhere (CI logs, nohup) one line per finished run."""
+
+    def __init__(self, total: int, desc: str, enabled: bool, done: int = 0):
+        self.total, self.done = total, done
+        self.lines = enabled and not sys.stderr.isatty()
+        self.bar = tqdm(total=total, initial=done, desc=desc, unit="run", disable=not enabled or self.lines or None, dynamic_ncols=True)
+
+    def running(self, spec: RunSpec) -> None:
+        self.bar.set_postfix_str(f"{spec.task}/{spec.method} seed {spec.seed}")
+
+    def finished(self, outcome: RunOutcome) -> None:
+        self.done += 1
+        spec = outcome.spec
+        self.bar.set_postfix_str(f"{spec.task}/{spec.method} seed {spec.seed}: {outcome.status}")
+        self.bar.update()
+        if self.lines:
+            why = f": {outcome.reason}" if outcome.status == "failed" and outcome.reason else ""
+            print(f"[{self.done}/{self.total}] {spec.task}/{spec.method} seed {spec.seed} {spec.config_hash[:8]}: "
+                  f"{outcome.status}{why}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def prepare_data(specs: list[RunSpec]) -> None:
@@ -342,43 +428,12 @@ def prepare_data(specs: list[RunSpec]) -> None:
         key = (spec.task, config_hash(to_dict(spec.task_config)), spec.scale, str(spec.data_root))
         if key not in seen:
             seen.add(key)
-            spec.build_task().prepare()
-
-
-def _run_parallel(specs: list[RunSpec], store: ResultStore, progress: bool, jobs: int, threads: int) -> list[RunOutcome]:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    outcomes: list[RunOutcome | None] = [None] * len(specs)
-    for i, spec in enumerate(specs):  # finished runs are answered here, without a worker
-        if store.run_status(spec.run_key) == "ok":
-            outcomes[i] = RunOutcome(spec, "skipped", store.rows(run_key=spec.run_key))
-    todo = [spec for spec, o in zip(specs, outcomes) if o is None]
-    prepare_data(todo)
-    # spawn, not fork: forking a process that has run torch can deadlock its thread pools
-    pool = ProcessPoolExecutor(min(jobs, len(todo)) or 1, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init, initargs=(store.url, str(store.models_dir), threads))
-    bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc=f"runs ({jobs} at once)", unit="run",
-               disable=not progress or None, dynamic_ncols=True)
-    try:
-        tops = _top_knob_values(specs)
-        order = sorted((i for i, o in enumerate(outcomes) if o is None), key=lambda i: _start_order(specs[i], tops))
-        futures = {pool.submit(_worker_execute, specs[i]): i for i in order}
-        for future in as_completed(futures):
-            i = futures[future]
             try:
-                outcomes[i] = future.result()
-            except Exception as err:  # the worker died (e.g. out of memory): the run is redone on resume
-                outcomes[i] = RunOutcome(specs[i], "failed", [], _one_line(err))
-            bar.set_postfix_str(f"{specs[i].task}/{specs[i].method} seed {specs[i].seed}: {outcomes[i].status}")
-            bar.update()
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    finally:
-        bar.close()
-    pool.shutdown()
-    return [o for o in outcomes if o is not None]
+                spec.build_task().prepare()
+            except OSError as err:  # e.g. an unwritable cache: one line, before any run starts
+                where = f" {err.filename}" if err.filename else ""
+                raise ConfigError(f"cannot build the data of task {spec.task}:{where} {err.strerror or err}; "
+                                  "set BENCH_CACHE to a writable folder") from None
 
 
 def _knob_value(spec: RunSpec) -> Any:
@@ -407,19 +462,3 @@ def _start_order(spec: RunSpec, tops: dict[tuple[str, str], Any]) -> tuple[int, 
     if top is not None and _knob_value(spec) < top:
         return (2, -_knob_value(spec))
     return (1, 0.0)
-
-
-_WORKER_STORE: ResultStore | None = None
-
-
-def _worker_init(store_url: str, models_dir: str, threads: int) -> None:
-    import torch
-
-    global _WORKER_STORE
-    torch.set_num_threads(threads)
-    _WORKER_STORE = ResultStore(store_url, models_dir)
-
-
-def _worker_execute(spec: RunSpec) -> RunOutcome:
-    assert _WORKER_STORE is not None, "worker not initialised"
-    return execute(spec, _WORKER_STORE, progress=False)  # one bar, the parent's: workers' bars would interleave

@@ -44,6 +44,13 @@ def check_address(address: str | None, timeout: float = 3.0) -> None:
         raise SweepError(f"cannot reach a Ray cluster at {address}: {reason}; is `ray start --head` running there?") from None
 
 
+def check_resources(cpus_per_trial: int, num_cpus: int | None) -> None:
+    if cpus_per_trial < 1:
+        raise SweepError(f"--cpus-per-trial must be >= 1, got {cpus_per_trial}")
+    if num_cpus is not None and num_cpus < 1:
+        raise SweepError(f"--num-cpus must be >= 1 (or unset: all), got {num_cpus}")
+
+
 def connect(address: str | None, num_cpus: int | None = None) -> None:
     """Start a local Ray instance (address None) or join the cluster at `address`."""
     import ray
@@ -183,8 +190,7 @@ def sweep(
     benchmark), given to every Tuner of the sweep (a copy each: Tune appends its loggers)."""
     from ray import tune
 
-    if cpus_per_trial < 1:
-        raise SweepError(f"--cpus-per-trial must be >= 1, got {cpus_per_trial}")
+    check_resources(cpus_per_trial, num_cpus)
     pending = [s for s in specs if store.run_status(s.run_key) != "ok"]
     counts = {"done": 0, "skipped": len(specs) - len(pending), "failed": 0}
     if not pending:

@@ -158,7 +158,7 @@ class OptunaSearch(Method):
     def prepare(self, study: optuna.Study, task, seed: int) -> None:
         """Give `study` this search's sampler and queue the full-width start trial (once)."""
         # A resumed search draws fresh proposals (seeded by how far it got), not the first ones again.
-        study.sampler = self.sampler(seed * 7919 + len(study.trials))
+        study.sampler = self.sampler((seed * 7919 + len(study.trials)) % 2**32)  # numpy takes seeds below 2**32
         full = task.width_slots()
         start = {s: full[s] for s in self.resolve_slots(task)}
         queued = study.get_trials(deepcopy=False, states=(COMPLETE, WAITING))

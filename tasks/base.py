@@ -69,6 +69,9 @@ class Task:
     description: ClassVar[str] = ""  # one line for `bench list`
     Config: ClassVar[type]  # dataclass of the task's settings (`--set task.KEY=VALUE`)
     metric: ClassVar[str] = "error"  # name of the primary error metric, for tables and plots
+    # The error of a model that ignores its input (EER 50 %, NMSE 1); a run whose error is
+    # worse than this by a margin diverged and is stored as failed. None: not declared.
+    chance_error: ClassVar[float | None] = None
     # Seconds of audio in `example_input()`: FLOPs are divided by it to give FLOP/s.
     # None for tasks whose input is not audio (FLOPs are then per example).
     example_seconds: ClassVar[float | None] = None

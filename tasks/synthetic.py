@@ -51,6 +51,7 @@ class SyntheticTask(Task):
     description = "student MLP (full width 64) fits a tanh teacher of known hidden width (12); error = normalised MSE"
     Config = SyntheticConfig
     metric = "nmse"
+    chance_error = 1.0  # predicting the mean
     example_seconds = None  # not audio: FLOPs are per example
 
     def width_slots(self) -> dict[str, int]:

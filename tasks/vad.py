@@ -77,6 +77,7 @@ class VadTask(SpeechTask):
     description = "voice activity detection per 10 ms frame (CRNN or transformer on log-mel); error = frame EER %"
     Config = VadConfig
     metric = "eer"
+    chance_error = 50.0  # scores that ignore the input
     recipes = _RECIPES
     model_families = ("crnn", "transformer")
     default_families = ("crnn",)  # the main job's share; the transformer runs with --task all or vad

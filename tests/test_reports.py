@@ -166,6 +166,7 @@ def test_report_subcommand_writes_beside_the_store_and_to_out(known_store, tmp_p
     page = (tmp_path / "r" / "leaderboard.html").read_text()
     assert 'data-task="vad"' in page and 'data-task="synthetic"' not in page
     empty = tmp_path / "empty" / "results.db"
+    ResultStore(str(empty))
     assert main(["report", "--store", str(empty)]) == 0  # an empty store still gives a page
     assert "No results in the store" in (empty.parent / "report" / "leaderboard.html").read_text()
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
-import tempfile
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bench.checkpoint import atomic_save
 from bench.config import to_dict
 
 _CACHE: dict[str, tuple[dict, dict]] = {}
@@ -94,11 +93,4 @@ def _read(path: Path | None, key: str) -> tuple[dict, dict] | None:
 def _write(path: Path | None, key: str, state: dict, report: dict) -> None:
     if path is None:
         return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:  # atomic: a crash never leaves half a model that a later run would trust
-        torch.save({"key": key, "state_dict": state, "report": report}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_save({"key": key, "state_dict": state, "report": report}, path)  # a crash never leaves half a model

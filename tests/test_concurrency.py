@@ -1,0 +1,135 @@
+"""Concurrency and dead processes: claims in the store, dead workers, orphaned workers."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.store import ResultStore
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Methods that misbehave on purpose, registered in every process (workers included) through
+# sitecustomize: `killer` kills its own process on seed 1; `sleeper` sleeps.
+SITECUSTOMIZE = textwrap.dedent("""
+    import os, signal, time
+    from bench import registry
+    from methods.base import Method
+    from tasks.synthetic import SyntheticConfig
+
+    class Killer(Method):
+        description = "kills its process on seed 1"
+        Config = SyntheticConfig
+        def candidates(self, ctx):
+            if ctx.seed == 1:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return iter(())
+
+    class Sleeper(Killer):
+        description = "sleeps"
+        def candidates(self, ctx):
+            time.sleep(120)
+            return iter(())
+
+    for name, cls in (("killer", Killer), ("sleeper", Sleeper)):
+        cls.name = name
+        registry._METHODS[name] = cls
+""")
+
+
+def _bench(args, tmp_path, **kwargs):
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{REPO}", "BENCH_JOBS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def test_a_claim_is_held_until_its_holder_dies_or_its_heartbeat_expires(store_path):
+    store = ResultStore(store_path)
+    assert store.claim("k", "me:1:a") and store.claim("k", "me:1:a")  # ours, again
+    assert not store.claim("k", "other:2:b")  # held, heartbeat fresh
+    assert store.claim("k", "other:2:b", ttl=0.0)  # heartbeat older than the ttl: taken over
+    import socket
+    dead = f"{socket.gethostname()}:{2**22 + 12345}:c"  # a pid above Linux's maximum: no such process
+    store.release("k", "other:2:b")
+    assert store.claim("k", dead) and store.claim("k", "third:3:d")  # the holder died on this host: taken over
+    store.finish_run("k", [], "ok", None, 0.0)
+    assert store.claim_holder("k") is None  # a finished run's claim goes with its final status
+
+
+def test_two_commands_on_one_store_never_train_a_run_twice(store_path, tmp_path):
+    args = ["run", "--task", "synthetic", "--method", "baseline", "optuna", "--seed", "0", "1", "--scale", "smoke",
+            "--set", "optuna.trials=3", "--quiet", "--jobs", "1", "--store", store_path]
+    first, second = _bench(args, tmp_path), _bench(args, tmp_path)
+    outs = [p.communicate(timeout=600) for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], outs
+    done = [int(re.search(r"(\d+) run\(s\) done, (\d+) already done", out).group(1)) for out, _ in outs]
+    skipped = [int(re.search(r"(\d+) run\(s\) done, (\d+) already done", out).group(2)) for out, _ in outs]
+    assert sum(done) == 4 and [d + s for d, s in zip(done, skipped)] == [4, 4], outs
+    store = ResultStore(store_path)
+    rows = store.rows()
+    assert len({(r["run_key"], r["candidate"]) for r in rows}) == len(rows)
+    import optuna
+    studies = optuna.get_all_study_summaries(store.url)
+    assert [s.n_trials for s in studies] == [3, 3]  # one search per seed, not two on one study
+
+
+def test_a_dead_worker_is_retried_once_then_its_run_fails_with_the_reason(store_path, tmp_path):
+    proc = _bench(["run", "--task", "synthetic", "--method", "killer", "baseline", "--seed", "0", "1", "--scale", "smoke",
+                   "--quiet", "--jobs", "2", "--store", store_path], tmp_path)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1, err
+    assert "2 run(s) done" in out or "3 run(s) done" in out
+    assert re.search(r"failed: synthetic/killer seed 1: WorkerDied: its worker process died 2 times \(exit code -9", err), err
+    assert "running it again in a new worker" in err
+    status = {(r["method"], r["seed"]): r for r in ResultStore(store_path).rows()}
+    assert status[("killer", 1)]["status"] == "failed" and "died 2 times" in status[("killer", 1)]["reason"]
+    assert status[("baseline", 0)]["status"] == status[("baseline", 1)]["status"] == "ok"
+
+
+def _children(pid: int) -> set[int]:
+    out = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out |= {int(c) for c in (task / "children").read_text().split()}
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_workers_exit_when_the_main_process_is_killed(sig, store_path, tmp_path):
+    proc = _bench(["run", "--task", "synthetic", "--method", "sleeper", "--seed", "0", "1", "--scale", "smoke", "--quiet",
+                   "--jobs", "2", "--store", store_path], tmp_path)
+    store = ResultStore(store_path)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(store.rows()) == 0 and sum(_is_running(store, s) for s in (0, 1)) < 2:
+        time.sleep(0.5)
+    workers = _children(proc.pid)
+    assert workers, "no worker started"
+    proc.send_signal(sig)
+    proc.communicate(timeout=30)
+    deadline = time.time() + 15
+    while time.time() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.25)
+    assert not any(_alive(w) for w in workers)
+    assert len(store.dead_claims()) == 2  # their claims are free to take at once on this host
+
+
+def _is_running(store, seed):
+    import sqlalchemy as sa
+
+    from bench.store import runs
+    with store.engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).where(runs.c.seed == seed, runs.c.status == "running")).scalar() > 0
