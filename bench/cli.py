@@ -211,7 +211,8 @@ def cmd_results(args: argparse.Namespace) -> int:
     from bench.store import ResultStore
     from reports.tables import rows_to_csv, rows_to_json, summary_frame
 
-    rows = ResultStore(args.store, read_only=True).rows(args.task, args.method)
+    store = ResultStore(args.store, read_only=True)
+    rows = store.rows(args.task, args.method)
     if args.format == "json":
         print(rows_to_json(rows))
     elif args.format == "csv":
@@ -220,7 +221,7 @@ def cmd_results(args: argparse.Namespace) -> int:
         with _wide_pandas():
             print(summary_frame(rows).to_string(index=False) if rows else "no results in the store")
             if rows:
-                print(_headlines(ResultStore(args.store), args.task))
+                print(_headlines(store, args.task))
     return 0
 
 
