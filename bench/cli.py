@@ -154,8 +154,8 @@ def _say_what_default_leaves_out(args: argparse.Namespace) -> None:
     left = left_out_of_default_suite()
     if DEFAULT_SUITE in args.task and left:
         print(f"the default task suite leaves out {', '.join(left)}: add them with --task all "
-              "(or name a task and --set task.model=...); more seeds with --seed, more search trials with "
-              "--set optuna.trials=N", file=sys.stderr)
+              "(or name a task and --set task.model=...); more seeds with --seed; each method's settings with "
+              "--set METHOD.KEY=VALUE (python -m bench list shows the methods)", file=sys.stderr)
 
 
 def _jobs(given: int | None, threads: int) -> int:

@@ -299,6 +299,7 @@ def _finish_candidate(spec: RunSpec, store: ResultStore, ctx: RunContext, index:
         "flops_unit": task.flops_unit,
         "uncounted_ops": list(cx.uncounted),
         "metric": task.metric,
+        "metric_info": task.metric_info(),
         "error": evaluation.error,
         "breakdowns": evaluation.breakdowns,
         "secondary": evaluation.secondary,

@@ -61,6 +61,7 @@ results = sa.Table(
     sa.Column("flops_unit", sa.String(64)),
     sa.Column("uncounted_ops", sa.JSON),  # operators the counter saw but could not count
     sa.Column("metric", sa.String(32)),  # name of the primary error metric
+    sa.Column("metric_info", sa.JSON),  # the task's description of it: label, chance level, iso-quality tolerance, breakdowns
     sa.Column("error", sa.Float),  # primary error, lower is better
     sa.Column("breakdowns", sa.JSON),  # primary metric per group
     sa.Column("secondary", sa.JSON),  # other metrics

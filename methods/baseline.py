@@ -35,7 +35,7 @@ class Baseline(Method):
         if widths == ctx.task.width_slots():  # the dense model, shared with the search's full-width trial
             model, report = dense_model(ctx)
             yield Candidate(model=model, widths=widths, label="dense", train_seconds=report["seconds"], train_steps=ctx.recipe.steps,
-                            info={"final_train_loss": report["final_loss"], "loss_curve": report["loss_curve"]})
+                            info={"dense": True, "final_train_loss": report["final_loss"], "loss_curve": report["loss_curve"]})
             if self.config.check_convergence:
                 twice = 2 * ctx.recipe.steps
                 model, report = dense_model(ctx, twice)

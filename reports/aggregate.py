@@ -10,8 +10,8 @@ numbers or arrays, so each function is tested on a handful of hand-made points.
   reductions multiply (2x then 2x is 4x) and the paper reports 2x .. 10x+ cuts; two decades
   cover every cut it reports. Candidates heavier than the dense model sit at u = 0.
 - y, the quality: ``v = 1 - error / reference_error``, clipped to [0, 1], where the
-  reference error is fixed per metric (``REFERENCE_ERROR``): chance level, i.e. an EER of
-  50 % or an NMSE of 1 (predicting the mean). It does not depend on the run's own dense
+  reference error is the metric's chance level, as the task declares it (stored with each
+  row): an EER of 50 % or an NMSE of 1 (predicting the mean). It does not depend on the run's own dense
   model, so a better dense model is not penalised by a moved reference.
 - The reference point is (0, 0): the dense model's FLOP/s at chance-level error. The
   **hypervolume** of a front is the area of the union of the boxes [0, u] x [0, v] of its
@@ -19,8 +19,8 @@ numbers or arrays, so each function is tested on a handful of hand-made points.
   no reduction); a method scores by offering cheaper models that keep quality.
 
 **Iso-quality reduction**: the largest ``dense_flops / flops`` among candidates whose error
-is at most the dense error + ``ISO_TOLERANCE[metric]``: +0.5 points for EER in %, the
-brief's definition; +0.005 for NMSE, the same half point on its scale in percent (1 - NMSE
+is at most the dense error + the task's iso-quality tolerance (stored with each row): +0.5
+points for EER in %; +0.005 for NMSE, the same half point on its scale in percent (1 - NMSE
 is the share of variance explained, so this is R^2 falling by at most 0.5 points). NaN
 where no candidate is within the tolerance (no reduction is claimed).
 """
@@ -33,9 +33,7 @@ from typing import Sequence
 import numpy as np
 
 DECADES = 2.0  # width of the x range: u = 1 at 10**DECADES fewer FLOP/s than dense
-REFERENCE_ERROR = {"eer": 50.0, "nmse": 1.0}  # chance-level error per metric: v = 0 there
-ISO_TOLERANCE = {"eer": 0.5, "nmse": 0.005}  # "same quality": error <= dense + this
-FALLBACK_RELATIVE_TOLERANCE = 0.05  # unknown metric: 5 % of the dense error
+FALLBACK_RELATIVE_TOLERANCE = 0.05  # no declared tolerance: 5 % of the dense error
 
 # Two-sided 95 % Student-t quantiles t_{0.975, df} for df = 1..30; beyond, the normal 1.96
 # is within 2 %. A table, not scipy: scipy is not one of the project's dependencies.
@@ -43,19 +41,20 @@ _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
 
 
-def reference_error(metric: str | None, errors: Sequence[float] = ()) -> tuple[float, bool]:
-    """The fixed chance-level error of `metric`, and whether it is fixed (comparable across
-    runs). An unknown metric falls back to twice the worst error seen: not comparable."""
-    if metric in REFERENCE_ERROR:
-        return REFERENCE_ERROR[metric], True
+def reference_error(chance: float | None, errors: Sequence[float] = ()) -> tuple[float, bool]:
+    """The metric's chance-level error, and whether it is fixed (comparable across runs). A
+    metric without a declared chance level falls back to twice the worst error seen: not
+    comparable."""
+    if chance is not None and np.isfinite(chance) and chance > 0:
+        return float(chance), True
     finite = [e for e in errors if np.isfinite(e)]
     return (2.0 * max(finite) if finite else 1.0), False
 
 
-def iso_tolerance(metric: str | None, dense_error: float) -> float:
+def iso_tolerance(declared: float | None, dense_error: float) -> float:
     """How much worse than the dense error still counts as the same quality."""
-    if metric in ISO_TOLERANCE:
-        return ISO_TOLERANCE[metric]
+    if declared is not None:
+        return float(declared)
     return FALLBACK_RELATIVE_TOLERANCE * abs(dense_error)
 
 

@@ -2,8 +2,8 @@
 `reports.aggregate` per seed, then their mean and 95 % t-interval over seeds.
 
 Input is the store's `results` table as a DataFrame (reports read stored
-results, never live objects). The dense model of a group is the `baseline` method's
-`dense` row; where a group has none (e.g. a store of one method), the largest ok candidate
+results, never live objects). The dense model of a group is the row its method marked
+`info["dense"]`; where a group has none (e.g. a store of one method), the largest ok candidate
 of each seed stands in for it, and the leaderboard says so.
 """
 from __future__ import annotations
@@ -16,7 +16,6 @@ import pandas as pd
 
 from reports import aggregate as agg
 
-DENSE_METHOD, DENSE_LABEL = "baseline", "dense"
 FIGURES = ("hypervolume", "iso_reduction", "iso_reduction_nonzero", "best_error", "search_seconds")
 
 
@@ -29,6 +28,7 @@ def load_frame(store, tasks: Iterable[str] | None = None) -> pd.DataFrame:
         df = df[df["task"].isin(list(tasks))]
     df = df.reset_index(drop=True)
     df["check"] = [bool(isinstance(i, dict) and i.get("convergence_check")) for i in df["info"]]
+    df["dense"] = [bool(isinstance(i, dict) and i.get("dense")) for i in df["info"]]
     df["family"] = [str((c or {}).get("model") or "") if isinstance(c, dict) else "" for c in df["task_config"]]
     df["budget"] = [_budget(c) for c in df["config"]]
     df["group"] = [f"{t}/{f}" if f else t for t, f in zip(df["task"], df["family"])]
@@ -65,6 +65,7 @@ class Group:
     ref_error: float
     ref_fixed: bool  # False: metric without a fixed reference; hypervolumes not comparable
     budget: int | None = None  # optimizer steps per candidate lineage
+    metric_info: dict[str, Any] = field(default_factory=dict)  # the task's description of its metric (label, chance, ...)
     dense_error_2s: dict[int, float] = field(default_factory=dict)  # per seed: the dense model trained for twice the budget
     uncounted_ops: list[str] = field(default_factory=list)  # of the competing methods' candidates
     reference_uncounted: list[str] = field(default_factory=list)  # of reference rows (e.g. a C library)
@@ -82,7 +83,11 @@ class Group:
 
     @property
     def tolerance(self) -> float:
-        return agg.iso_tolerance(self.metric, self.dense_error_mean)
+        return agg.iso_tolerance(self.metric_info.get("iso_tolerance"), self.dense_error_mean)
+
+    @property
+    def metric_label(self) -> str:
+        return self.metric_info.get("label") or self.metric or "error"
 
 
 def make_groups(df: pd.DataFrame) -> list[Group]:
@@ -92,24 +97,30 @@ def make_groups(df: pd.DataFrame) -> list[Group]:
         rows = all_rows[~all_rows["check"]]  # convergence checks are no candidates
         checks = all_rows[all_rows["check"] & (all_rows["status"] == "ok")]
         ok = rows[(rows["status"] == "ok") & ~rows["reference"]]
-        dense = ok[(ok["method"] == DENSE_METHOD) & (ok["label"] == DENSE_LABEL)]
+        dense = ok[ok["dense"]]
         from_baseline = not dense.empty
         if not from_baseline and not ok.empty:  # stand-in: each seed's largest candidate
             dense = ok.loc[ok.groupby("seed")["flops"].idxmax()]
         dense_error = {int(s): float(e) for s, e in dense.groupby("seed")["error"].mean().items()}
         metric = _first(ok["metric"]) or _first(rows["metric"]) or ""
-        ref, fixed = agg.reference_error(metric, list(ok["error"]))
+        info = _first_dict(ok["metric_info"]) or _first_dict(rows["metric_info"])
+        ref, fixed = agg.reference_error(info.get("chance"), list(ok["error"]))
         uncounted = sorted({op for ops in ok["uncounted_ops"] if isinstance(ops, list) for op in ops})
         refs = rows[rows["reference"]]
         ref_uncounted = sorted({op for ops in refs["uncounted_ops"] if isinstance(ops, list) for op in ops})
         groups.append(Group(
             key=str(key), task=str(rows["task"].iloc[0]), family=str(rows["family"].iloc[0]), rows=rows, metric=metric,
             flops_unit=_first(ok["flops_unit"]) or "", dense_flops=float(dense["flops"].median()) if not dense.empty else float("nan"),
-            dense_error=dense_error, dense_from_baseline=from_baseline, ref_error=ref, ref_fixed=fixed,
+            dense_error=dense_error, dense_from_baseline=from_baseline, ref_error=ref, ref_fixed=fixed, metric_info=info,
             budget=_first_int(rows["budget"]), uncounted_ops=uncounted,
             dense_error_2s={int(s): float(e) for s, e in checks.groupby("seed")["error"].mean().items()},
             reference_uncounted=ref_uncounted))
     return groups
+
+
+def _first_dict(series: pd.Series) -> dict[str, Any]:
+    values = [v for v in series if isinstance(v, dict)]
+    return values[0] if values else {}
 
 
 def _first_int(series: pd.Series) -> int | None:

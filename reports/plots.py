@@ -25,10 +25,6 @@ def method_colors(methods: list[str]) -> dict[str, str]:
     return {m: _COLORS[i % len(_COLORS)] for i, m in enumerate(sorted(methods))}
 
 
-def metric_label(metric: str) -> str:
-    return {"eer": "EER (%)", "nmse": "NMSE"}.get(metric, metric or "error")
-
-
 def _png(fig: Figure) -> bytes:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
@@ -89,7 +85,7 @@ def tradeoff_png(group: Group, colors: dict[str, str]) -> bytes:
     else:
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(f"{group.flops_unit or 'FLOPs'} (log scale)")
-    ax.set_ylabel(metric_label(group.metric))
+    ax.set_ylabel(group.metric_label)
     ax.set_title(f"{group.key}: quality against complexity")
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
@@ -127,10 +123,9 @@ def breakdown_png(group: Group, colors: dict[str, str]) -> bytes | None:
     ax.set_xticks(x, keys, rotation=30 if len(keys) > 4 else 0, ha="right" if len(keys) > 4 else "center")
     if group.ref_fixed:  # above chance level nothing is meaningful; long intervals run off the top
         ax.set_ylim(0, min(ax.get_ylim()[1], 1.1 * group.ref_error))
-    ax.set_ylabel(metric_label(group.metric))
-    kind = ("SNR range" if all(k.startswith("snr") for k in keys)
-            else "attack / seen-unseen" if any(k.startswith(("attack", "seen", "unseen")) for k in keys) else "breakdown key")
-    ax.set_title(f"{group.key}: {metric_label(group.metric)} per {kind} (bars: 95 % t-interval over seeds)", fontsize=10)
+    ax.set_ylabel(group.metric_label)
+    kind = group.metric_info.get("breakdowns") or "breakdown key"
+    ax.set_title(f"{group.key}: {group.metric_label} per {kind} (bars: 95 % t-interval over seeds)", fontsize=10)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=7)
     return _png(fig)

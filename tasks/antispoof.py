@@ -92,6 +92,9 @@ class AntispoofTask(SpeechTask):
     description = "anti-spoofing: bona fide vs. vocoded speech (ResNet34-shaped on LFCC); error = utterance EER %"
     Config = AntispoofConfig
     metric = "eer"
+    metric_label = "EER (%)"
+    iso_tolerance = 0.5  # points of EER
+    breakdown_label = "attack / seen-unseen"
     chance_error = 50.0  # scores that ignore the input
     recipes = _RECIPES
     in_default_suite = False  # not in the main job (its time budget): run with --task all or antispoof

@@ -70,8 +70,14 @@ class Task:
     Config: ClassVar[type]  # dataclass of the task's settings (`--set task.KEY=VALUE`)
     metric: ClassVar[str] = "error"  # name of the primary error metric, for tables and plots
     # The error of a model that ignores its input (EER 50 %, NMSE 1); a run whose error is
-    # worse than this by a margin diverged and is stored as failed. None: not declared.
+    # worse than this by a margin diverged and is stored as failed, and reports measure
+    # quality against it (hypervolume). None: not declared.
     chance_error: ClassVar[float | None] = None
+    metric_label: ClassVar[str] = ""  # the metric as an axis label, e.g. "EER (%)"; empty: the metric's name
+    # How much worse than the dense model still counts as the same quality (e.g. 0.5 points
+    # of EER); None: 5 % of the dense model's error.
+    iso_tolerance: ClassVar[float | None] = None
+    breakdown_label: ClassVar[str] = "group"  # what the evaluation's breakdown keys are, e.g. "SNR range"
     # Seconds of audio in `example_input()`: FLOPs are divided by it to give FLOP/s.
     # None for tasks whose input is not audio (FLOPs are then per example).
     example_seconds: ClassVar[float | None] = None
@@ -82,6 +88,13 @@ class Task:
     # tuple of families runs only those (None: every family). `--task all` runs everything.
     in_default_suite: ClassVar[bool] = True
     default_families: ClassVar[tuple[str, ...] | None] = None
+
+    @classmethod
+    def metric_info(cls) -> dict[str, Any]:
+        """What reports need to know of the metric, stored with every row (reports never
+        name a metric): name, axis label, chance level, iso-quality tolerance, breakdowns."""
+        return {"name": cls.metric, "label": cls.metric_label or cls.metric, "chance": cls.chance_error,
+                "iso_tolerance": cls.iso_tolerance, "breakdowns": cls.breakdown_label}
 
     def __init__(self, config: Any | None = None, scale: str = "small", data_root: str | Path | None = None):
         self.config = config if config is not None else self.Config()

@@ -51,6 +51,9 @@ class SyntheticTask(Task):
     description = "student MLP (full width 64) fits a tanh teacher of known hidden width (12); error = normalised MSE"
     Config = SyntheticConfig
     metric = "nmse"
+    metric_label = "NMSE"
+    iso_tolerance = 0.005  # R^2 falling by at most half a point
+    breakdown_label = "output"
     chance_error = 1.0  # predicting the mean
     example_seconds = None  # not audio: FLOPs are per example
 

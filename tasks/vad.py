@@ -77,6 +77,9 @@ class VadTask(SpeechTask):
     description = "voice activity detection per 10 ms frame (CRNN or transformer on log-mel); error = frame EER %"
     Config = VadConfig
     metric = "eer"
+    metric_label = "EER (%)"
+    iso_tolerance = 0.5  # points of EER
+    breakdown_label = "SNR range"
     chance_error = 50.0  # scores that ignore the input
     recipes = _RECIPES
     model_families = ("crnn", "transformer")

@@ -17,11 +17,17 @@ VERSIONS = {"torch": "2.13.0+cpu", "python": "3.11.7"}
 MACHINE = {"hostname": "box", "processor": "x86_64", "cpu_count": 2}
 
 
+# What tasks declare of their metrics, stored with each row (reports read it from there).
+METRIC_INFO = {"nmse": {"name": "nmse", "label": "NMSE", "chance": 1.0, "iso_tolerance": 0.005, "breakdowns": "output"},
+               "eer": {"name": "eer", "label": "EER (%)", "chance": 50.0, "iso_tolerance": 0.5, "breakdowns": "SNR range"}}
+
+
 def _row(task, method, seed, label, flops, error, *, metric="nmse", unit="FLOPs per example", family=None, nonzero=None, **extra):
-    return {"task": task, "method": method, "seed": seed, "config_hash": "h", "scale": "smoke", "label": label, "status": "ok",
+    extra.setdefault("info", {"dense": True} if label == "dense" else {})
+    return {"metric_info": METRIC_INFO[metric], "task": task, "method": method, "seed": seed, "config_hash": "h", "scale": "smoke", "label": label, "status": "ok",
             "widths": {"hidden": 8}, "params": 10, "flops": flops, "nonzero_flops": flops if nonzero is None else nonzero,
             "flops_unit": unit, "uncounted_ops": [], "metric": metric, "error": error, "breakdowns": {}, "secondary": {},
-            "train_seconds": 1.0, "search_seconds": 1.0, "latency_ms": 0.1, "info": {},
+            "train_seconds": 1.0, "search_seconds": 1.0, "latency_ms": 0.1,
             "task_config": {"name": task, **({"model": family} if family else {})}, "versions": VERSIONS, "git_rev": "abc123",
             "machine": MACHINE, **extra}
 

@@ -37,14 +37,14 @@ def test_iso_quality_reduction_takes_the_cheapest_candidate_within_tolerance():
     assert agg.iso_quality_reduction(flops, error, 10000, 5.0, 0.5) == pytest.approx(10.0)  # 1000 at 5.45 <= 5.5
     assert agg.iso_quality_reduction(flops, error, 10000, 5.0, 0.2) == pytest.approx(1.0)
     assert math.isnan(agg.iso_quality_reduction([5000], [7.0], 10000, 5.0, 0.5))
-    assert agg.iso_tolerance("eer", 5.0) == 0.5 and agg.iso_tolerance("nmse", 0.01) == 0.005
-    assert agg.iso_tolerance("mae", 2.0) == pytest.approx(0.1)  # unknown metric: 5 % of the dense error
+    assert agg.iso_tolerance(0.5, 5.0) == 0.5 and agg.iso_tolerance(0.005, 0.01) == 0.005  # as the task declares
+    assert agg.iso_tolerance(None, 2.0) == pytest.approx(0.1)  # none declared: 5 % of the dense error
 
 
-def test_reference_error_is_fixed_per_metric_and_flagged_otherwise():
-    assert agg.reference_error("eer") == (50.0, True)
-    assert agg.reference_error("nmse") == (1.0, True)
-    assert agg.reference_error("mae", [1.0, 3.0]) == (6.0, False)
+def test_reference_error_is_the_declared_chance_level_and_flagged_otherwise():
+    assert agg.reference_error(50.0) == (50.0, True)
+    assert agg.reference_error(1.0) == (1.0, True)
+    assert agg.reference_error(None, [1.0, 3.0]) == (6.0, False)
 
 
 def test_mean_ci_uses_student_t():
