@@ -11,6 +11,7 @@ import sys
 from bench.config import SCALES, ConfigError
 from bench.registry import UnknownNameError
 from bench.store import DEFAULT_STORE, StoreError
+from bench.deploy_cli import COMMANDS as DEPLOY_COMMANDS, add_parsers as add_deploy_parsers, measure_phase
 from bench.sweep import SweepError
 
 
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--widths", default="", metavar="SLOT=N,...", help="widths to profile (default: full size)")
     profile.add_argument("--max-depth", type=int, default=3, help="module depth shown")
     _add_settings(profile)
+    add_deploy_parsers(sub, _Formatter, _add_store)
     return parser
 
 
@@ -124,7 +126,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = ResultStore(args.store, args.models_dir)
     print(f"{len(specs)} run(s), {min(jobs, len(specs))} at once -> {store.location}", file=sys.stderr)
     outcomes = run_all(specs, store, progress=not args.quiet, jobs=jobs, threads=args.threads)
-    rows = [row for o in outcomes for row in o.rows]
+    latency_failed = measure_phase(store, {s.run_key for s in specs}, args)
+    rows = [row for o in outcomes for row in store.rows(run_key=o.spec.run_key)]
     with _wide_pandas():
         print(summary_frame(rows).to_string(index=False))
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
@@ -134,7 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except Exception as err:  # the runs are stored; say why the report is missing, exit non-zero
         print(f"bench run: error: report not written: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
-    return 1 if counts["failed"] else 0
+    return 1 if counts["failed"] or latency_failed else 0
 
 
 def _jobs(given: int | None, threads: int) -> int:
@@ -172,10 +175,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"{len(specs)} run(s) as Ray Tune trials -> {store.location}", file=sys.stderr)
     counts = sweep(specs, store, address=args.address, cpus_per_trial=args.cpus_per_trial, num_cpus=args.num_cpus, progress=not args.quiet)
     keys = {s.run_key for s in specs}
+    latency_failed = measure_phase(store, keys, args)
     with _wide_pandas():
         print(summary_frame([r for r in store.rows() if r["run_key"] in keys]).to_string(index=False))
     print(f"{counts['done']} run(s) done, {counts['skipped']} already done (skipped), {counts['failed']} failed; store: {store.location}")
-    return 1 if counts["failed"] else 0
+    return 1 if counts["failed"] or latency_failed else 0
 
 
 def cmd_results(args: argparse.Namespace) -> int:
@@ -219,3 +223,4 @@ def _wide_pandas():
 
 
 _COMMANDS = {"list": cmd_list, "run": cmd_run, "sweep": cmd_sweep, "results": cmd_results, "report": cmd_report, "profile": cmd_profile}
+_COMMANDS.update(DEPLOY_COMMANDS)

@@ -18,7 +18,6 @@ from bench import provenance
 from bench.checkpoint import save_candidate
 from bench.complexity import measure
 from bench.config import SCALES, ConfigError, TrainRecipe, apply_overrides, config_hash, field_names, parse_set, to_dict
-from bench.latency import cpu_latency_ms
 from bench.registry import get_method_class, get_task_class, method_names, task_names
 from bench.store import ResultStore
 from bench.training import seed_everything
@@ -238,7 +237,7 @@ def _finish_candidate(spec: RunSpec, store: ResultStore, ctx: RunContext, index:
         "target_ratio": cand.target_ratio,
         "achieved_ratio": achieved,
         "target_met": None if cand.target_ratio is None else abs(achieved / cand.target_ratio - 1) <= TARGET_TOLERANCE,
-        "latency_ms": cpu_latency_ms(model, example),
+        "latency_ms": None,  # measured after all training (bench.measure), with nothing else on the cores
         "model_path": relpath,
         "info": info,
     }

@@ -47,6 +47,21 @@ def power(spec: torch.Tensor) -> torch.Tensor:
     return spec.real.square() + spec.imag.square()
 
 
+def stft_power(wave: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor, bins: int | None = None,
+               center: bool = True) -> torch.Tensor:
+    """|STFT|^2 of the first `bins` bins (all if None): (batch, bins, frames).
+
+    ONNX export cannot carry complex tensors, so while exporting it takes the STFT as
+    (real, imaginary) pairs, which becomes ONNX's STFT operator; the values are the same.
+    """
+    if torch.onnx.is_in_onnx_export():
+        pairs = torch.stft(wave, n_fft, hop_length=hop, win_length=window.numel(), window=window, center=center,
+                           return_complex=False)
+        return (pairs if bins is None else pairs[:, :bins]).square().sum(-1)
+    spec = torch.stft(wave, n_fft, hop_length=hop, win_length=window.numel(), window=window, center=center, return_complex=True)
+    return power(spec if bins is None else spec[:, :bins])
+
+
 class PowerSpectrum(nn.Module):
     """|STFT|^2 of a (batch, samples) waveform: (batch, 257, frames)."""
 
@@ -55,8 +70,7 @@ class PowerSpectrum(nn.Module):
         self.register_buffer("window", torch.hann_window(WIN), persistent=False)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        spec = torch.stft(wave, N_FFT, hop_length=HOP, win_length=WIN, window=self.window, center=True, return_complex=True)
-        return power(spec)
+        return stft_power(wave, N_FFT, HOP, self.window)
 
 
 class LogMel(nn.Module):
@@ -116,5 +130,4 @@ class LowBandSpectrogram(nn.Module):
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        spec = torch.stft(wave, self.n_fft, hop_length=self.hop, window=self.window, center=True, return_complex=True)
-        return torch.log(power(spec[:, : self.bins]) + 1e-6)
+        return torch.log(stft_power(wave, self.n_fft, self.hop, self.window, self.bins) + 1e-6)
