@@ -30,7 +30,7 @@ def export_onnx(module: nn.Module, inputs: Sequence[torch.Tensor], path: str | P
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    was_training = module.training
+    modes = [(m, m.training) for m in module.modules()]  # restored one by one: a wrapper may hold an eval-mode model
     module.eval()
     try:
         with torch.no_grad(), warnings.catch_warnings():
@@ -40,7 +40,8 @@ def export_onnx(module: nn.Module, inputs: Sequence[torch.Tensor], path: str | P
     except Exception as err:
         raise ExportError(f"ONNX export of {type(module).__name__} failed: {type(err).__name__}: {str(err).splitlines()[0]}") from err
     finally:
-        module.train(was_training)
+        for m, training in modes:
+            m.training = training
     proto = onnx.load(str(path))
     for key, value in {"format": FORMAT, "torch": torch.__version__, **metadata}.items():
         entry = proto.metadata_props.add()

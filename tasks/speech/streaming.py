@@ -34,6 +34,7 @@ class StreamingCRNN(Streamer):
     def __init__(self, crnn: CRNN):
         super().__init__()
         self.crnn = crnn
+        self.train(crnn.training)
 
     def start(self, wave: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """State from the first 96 samples (with the 256 reflected before them, as offline)."""
