@@ -124,3 +124,34 @@ def ort_stream_step(session) -> Callable[..., Sequence]:
     def step(chunk, *state):
         return session.run(None, dict(zip(names, (np.asarray(chunk), *(np.asarray(s) for s in state)))))
     return step
+
+
+def ort_profile(path: str, feed: dict, runs: int, threads: int = 1) -> dict[str, tuple[str, float]]:
+    """Per ONNX node: (operator, mean microseconds per run) over `runs` calls, from ONNX Runtime's profiler."""
+    import json
+    import os
+    import tempfile
+
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.enable_profiling = True
+    with tempfile.TemporaryDirectory() as tmp:
+        opts.profile_file_prefix = os.path.join(tmp, "profile")
+        session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        session.run(None, feed)  # warm-up; its events are skipped below
+        for _ in range(runs):
+            session.run(None, feed)
+        with open(session.end_profiling()) as f:
+            events = json.load(f)
+    node_events = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    total: dict[str, tuple[str, float]] = {}
+    count: dict[str, int] = {}
+    for e in node_events:
+        name = e["name"][: -len("_kernel_time")]
+        op, us = total.get(name, (e["args"].get("op_name", "?"), 0.0))
+        total[name] = (op, us + e["dur"])
+        count[name] = count.get(name, 0) + 1
+    # The warm-up call is one of count[name] calls per node: drop its share (mean of the rest is unbiased enough).
+    return {name: (op, us / count[name]) for name, (op, us) in total.items()}

@@ -1,0 +1,114 @@
+"""Latency against the FLOP/s cut, from a store measured by `bench run` / `bench latency`, and
+per-layer ONNX Runtime profiles of the dense and compacted models.
+
+    python benchmarks/latency.py --store /tmp/r.db                 # Markdown table
+    python benchmarks/latency.py --store /tmp/r.db --profile 10    # plus per-layer profiles, 10 s input
+
+Rows: per task and model family, the dense candidate (no FLOP/s target) and every other
+candidate of the same seed. Speed-up = dense median / candidate median, per runtime and shape;
+"ratio" = speed-up / FLOP/s cut (1 = time falls as fast as FLOP/s).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+
+from bench.store import ResultStore
+
+
+def family(row: dict) -> str:
+    model = (row.get("task_config") or {}).get("model")
+    return f"{row['task']} {model}" if model else row["task"]
+
+
+def figure(row: dict, runtime: str, shape: str, seconds: float | None = None) -> dict | None:
+    for r in row.get("latency") or []:
+        if r["runtime"] == runtime and r["shape"] == shape and (seconds is None or r["audio_seconds"] == seconds):
+            return r
+    return None
+
+
+def _ms(r: dict | None) -> str:
+    return f"{r['median_ms']:.2f} ({r['p10_ms']:.2f}-{r['p90_ms']:.2f})" if r else "-"
+
+
+def table(rows: list[dict], seconds: float) -> str:
+    groups = defaultdict(list)
+    for row in rows:
+        if row["status"] == "ok" and row.get("latency"):
+            groups[(family(row), row["seed"])].append(row)
+    cols = [("onnxruntime", "offline", 1.0), ("onnxruntime", "offline", seconds), ("pytorch", "offline", 1.0),
+            ("pytorch", "offline", seconds)]
+    head = ["model", "candidate", "FLOP/s", "cut"] + [f"{rt} {s:g} s, ms" for rt, _, s in cols] + \
+           [f"{rt} {s:g} s speed-up (ratio)" for rt, _, s in cols] + ["ORT stream RTF", "PyTorch stream RTF"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for (fam, seed), members in sorted(groups.items()):
+        dense = next((r for r in members if r["method"] == "baseline" and r["target_ratio"] is None), None)
+        if dense is None:
+            continue
+        for row in [dense] + [r for r in members if r is not dense]:
+            cut = dense["flops"] / row["flops"]
+            cells = [fam, f"{row['method']} {row['label'] or ''}".strip(), f"{row['flops'] / 1e6:.2f}M", f"{cut:.1f}x"]
+            cells += [_ms(figure(row, *c)) for c in cols]
+            for c in cols:
+                a, b = figure(dense, *c), figure(row, *c)
+                cells.append(f"{a['median_ms'] / b['median_ms']:.2f}x ({a['median_ms'] / b['median_ms'] / cut:.2f})" if a and b else "-")
+            for rt in ("onnxruntime", "pytorch"):
+                s = figure(row, rt, "streaming")
+                cells.append(f"{s['rtf']:.4f}" if s else "-")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def profile(store: ResultStore, rows: list[dict], seconds: float, runs: int, depth: int) -> str:
+    """Per-layer ONNX Runtime profile (module path prefix of each node) of each measured candidate."""
+    from bench.checkpoint import load_candidate
+    from bench.latency import ort_profile
+    from bench.registry import get_task_class
+
+    out = []
+    for row in rows:
+        if row["status"] != "ok" or not row.get("latency"):
+            continue
+        model, info = load_candidate(store.models_dir / row["model_path"])
+        task_cls = get_task_class(info["task"])
+        task = task_cls(task_cls.Config(**info["task_config"]))
+        x = task.latency_input(seconds) if task.example_seconds else task.example_input()
+        nodes = ort_profile(str((store.models_dir / row["model_path"]).with_suffix(".onnx")), {"input": x.numpy()}, runs)
+        layers: dict[str, float] = defaultdict(float)
+        ops: dict[str, set] = defaultdict(set)
+        for name, (op, us) in nodes.items():
+            parts = [p for p in name.split("/") if p][:-1] or ["(graph)"]
+            key = "/".join(parts[:depth])
+            layers[key] += us
+            ops[key].add(op)
+        total = sum(layers.values())
+        out.append(f"\n#### {family(row)}, {row['method']} {row['label'] or ''}: {total / 1e3:.2f} ms in kernels, "
+                   f"{len(nodes)} nodes ({seconds:g} s input, mean of {runs} runs)\n")
+        out.append("| layer | ms | share | operators |\n| --- | --- | --- | --- |")
+        for key, us in sorted(layers.items(), key=lambda kv: -kv[1]):
+            out.append(f"| {key} | {us / 1e3:.3f} | {100 * us / total:.0f} % | {', '.join(sorted(ops[key]))} |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--store", required=True)
+    p.add_argument("--seconds", type=float, default=10.0, help="the offline length the store was measured at")
+    p.add_argument("--profile", type=int, default=0, metavar="RUNS", help="also per-layer ONNX Runtime profiles over RUNS calls")
+    p.add_argument("--depth", type=int, default=2, help="module path depth of a profile's layers")
+    args = p.parse_args(argv)
+    store = ResultStore(args.store)
+    rows = store.rows()
+    if not any(r.get("latency") for r in rows):
+        print(f"no measured candidates in {args.store}; run `python -m bench latency --store {args.store}` first", file=sys.stderr)
+        return 2
+    print(table(rows, args.seconds))
+    if args.profile:
+        print(profile(store, rows, args.seconds, args.profile, args.depth))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
