@@ -11,8 +11,13 @@ candidate of the same seed. Speed-up = dense median / candidate median, per runt
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import sys
+import time
 from collections import defaultdict
+
+import torch
 
 from bench.store import ResultStore
 
@@ -22,9 +27,10 @@ def family(row: dict) -> str:
     return f"{row['task']} {model}" if model else row["task"]
 
 
-def figure(row: dict, runtime: str, shape: str, seconds: float | None = None) -> dict | None:
+def stored_figure(row: dict, runtime: str, shape: str, seconds: float | None = None) -> dict | None:
+    """The stored record of `row` for this runtime and shape (streaming: any chunk length)."""
     for r in row.get("latency") or []:
-        if r["runtime"] == runtime and r["shape"] == shape and (seconds is None or r["audio_seconds"] == seconds):
+        if r["runtime"] == runtime and r["shape"] == shape and (seconds is None or shape == "streaming" or r["audio_seconds"] == seconds):
             return r
     return None
 
@@ -33,7 +39,7 @@ def _ms(r: dict | None) -> str:
     return f"{r['median_ms']:.2f} ({r['p10_ms']:.2f}-{r['p90_ms']:.2f})" if r else "-"
 
 
-def table(rows: list[dict], seconds: float) -> str:
+def table(rows: list[dict], seconds: float, figure=stored_figure) -> str:
     groups = defaultdict(list)
     for row in rows:
         if row["status"] == "ok" and row.get("latency"):
@@ -55,10 +61,63 @@ def table(rows: list[dict], seconds: float) -> str:
                 a, b = figure(dense, *c), figure(row, *c)
                 cells.append(f"{a['median_ms'] / b['median_ms']:.2f}x ({a['median_ms'] / b['median_ms'] / cut:.2f})" if a and b else "-")
             for rt in ("onnxruntime", "pytorch"):
-                s = figure(row, rt, "streaming")
+                s = figure(row, rt, "streaming", None)
                 cells.append(f"{s['rtf']:.4f}" if s else "-")
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def alternating(store: ResultStore, rows: list[dict], seconds: float, rounds: int, repeats: int, chunk_ms: float):
+    """Time every candidate afresh, in `rounds` rounds that visit each (candidate, runtime, shape)
+    once, so load from elsewhere on the machine hits dense and compacted models alike; the
+    figure is the median over rounds of each round's median. Returns a `figure` lookup."""
+    import random
+    import statistics
+
+    from bench.checkpoint import load_candidate
+    from bench.latency import (Timing, ort_offline, ort_session, ort_stream_step, stream_timing, torch_offline,
+                               torch_stream_step)
+    from bench.registry import get_task_class
+
+    jobs = {}
+    for row in rows:
+        if row["status"] != "ok" or not row.get("latency"):
+            continue
+        base = store.models_dir / row["model_path"]
+        model, info = load_candidate(base)
+        task_cls = get_task_class(info["task"])
+        task = task_cls(task_cls.Config(**info["task_config"]))
+        session = ort_session(str(base.with_suffix(".onnx")))
+        for s in ([1.0, seconds] if task.example_seconds else [None]):
+            x = task.latency_input(s) if s else task.example_input()
+            jobs[(row["id"], "onnxruntime", "offline", s)] = lambda session=session, x=x: ort_offline(session, x, repeats, 2)
+            jobs[(row["id"], "pytorch", "offline", s)] = lambda model=model, x=x: torch_offline(model, x, repeats, 2)
+        streamer = task.streamer(model)
+        if streamer is not None:
+            chunk = round(chunk_ms * streamer.sample_rate / 1e3)
+            state, rest = streamer.start(task.latency_input(seconds))
+            stream_session = ort_session(str(base.with_suffix(".stream.onnx")))
+            jobs[(row["id"], "onnxruntime", "streaming", None)] = lambda st=stream_session, state=state, rest=rest, la=streamer.lookahead: \
+                stream_timing(ort_stream_step(st), [v.numpy() for v in state], rest.numpy(), chunk, la, 2)
+            jobs[(row["id"], "pytorch", "streaming", None)] = lambda sm=streamer, state=state, rest=rest: \
+                stream_timing(torch_stream_step(sm), state, rest, chunk, sm.lookahead, 2)
+    medians: dict = {key: [] for key in jobs}
+    order = list(jobs)
+    rng = random.Random(0)
+    torch.set_num_threads(1)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for key in order:
+            medians[key].append(jobs[key]().median_ms)
+    chunk_s = chunk_ms / 1e3
+
+    def figure(row, runtime, shape, s):
+        values = medians.get((row["id"], runtime, shape, s if shape == "offline" else None))
+        if not values:
+            return None
+        m = statistics.median(values)
+        return {"median_ms": m, "p10_ms": min(values), "p90_ms": max(values), "rtf": m / 1e3 / (s or chunk_s)}
+    return figure
 
 
 def profile(store: ResultStore, rows: list[dict], seconds: float, runs: int, depth: int) -> str:
@@ -98,13 +157,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=10.0, help="the offline length the store was measured at")
     p.add_argument("--profile", type=int, default=0, metavar="RUNS", help="also per-layer ONNX Runtime profiles over RUNS calls")
     p.add_argument("--depth", type=int, default=2, help="module path depth of a profile's layers")
+    p.add_argument("--rounds", type=int, default=0,
+                   help="time afresh in this many alternating rounds (spread = min-max of the rounds' medians); 0: the stored records")
+    p.add_argument("--repeats", type=int, default=10, help="calls per round (with --rounds)")
+    p.add_argument("--chunk-ms", type=float, default=100.0, help="streaming chunk (with --rounds)")
     args = p.parse_args(argv)
     store = ResultStore(args.store)
     rows = store.rows()
     if not any(r.get("latency") for r in rows):
         print(f"no measured candidates in {args.store}; run `python -m bench latency --store {args.store}` first", file=sys.stderr)
         return 2
-    print(table(rows, args.seconds))
+    load = os.getloadavg()
+    figure = alternating(store, rows, args.seconds, args.rounds, args.repeats, args.chunk_ms) if args.rounds else stored_figure
+    print(table(rows, args.seconds, figure))
+    how = f"{args.rounds} alternating rounds of {args.repeats} calls" if args.rounds else "stored records"
+    print(f"\n{how}; load average before {load[0]:.2f}, after {os.getloadavg()[0]:.2f}; {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores; {time.strftime('%Y-%m-%d %H:%M %Z')}")
     if args.profile:
         print(profile(store, rows, args.seconds, args.profile, args.depth))
     return 0
