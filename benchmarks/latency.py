@@ -39,14 +39,31 @@ def _ms(r: dict | None) -> str:
     return f"{r['median_ms']:.2f} ({r['p10_ms']:.2f}-{r['p90_ms']:.2f})" if r else "-"
 
 
-def table(rows: list[dict], seconds: float, figure=stored_figure) -> str:
+_FLOPS: dict = {}
+
+
+def flops_at(store: ResultStore, row: dict, seconds: float) -> float:
+    """The counter's FLOPs of the candidate on `seconds` of audio (attention grows with the square of the length)."""
+    if row["id"] not in _FLOPS:
+        from bench.checkpoint import load_candidate
+        from bench.complexity import measure
+        from bench.registry import get_task_class
+
+        model, info = load_candidate(store.models_dir / row["model_path"])
+        task_cls = get_task_class(info["task"])
+        task = task_cls(task_cls.Config(**info["task_config"]))
+        _FLOPS[row["id"]] = measure(model, task.latency_input(seconds)).flops
+    return _FLOPS[row["id"]]
+
+
+def table(store: ResultStore, rows: list[dict], seconds: float, figure=stored_figure) -> str:
     groups = defaultdict(list)
     for row in rows:
         if row["status"] == "ok" and row.get("latency"):
             groups[(family(row), row["seed"])].append(row)
     cols = [("onnxruntime", "offline", 1.0), ("onnxruntime", "offline", seconds), ("pytorch", "offline", 1.0),
             ("pytorch", "offline", seconds)]
-    head = ["model", "candidate", "FLOP/s", "cut"] + [f"{rt} {s:g} s, ms" for rt, _, s in cols] + \
+    head = ["model", "candidate", "FLOP/s", "cut", f"cut at {seconds:g} s"] + [f"{rt} {s:g} s, ms" for rt, _, s in cols] + \
            [f"{rt} {s:g} s speed-up (ratio)" for rt, _, s in cols] + ["ORT stream RTF", "PyTorch stream RTF"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for (fam, seed), members in sorted(groups.items()):
@@ -55,7 +72,8 @@ def table(rows: list[dict], seconds: float, figure=stored_figure) -> str:
             continue
         for row in [dense] + [r for r in members if r is not dense]:
             cut = dense["flops"] / row["flops"]
-            cells = [fam, f"{row['method']} {row['label'] or ''}".strip(), f"{row['flops'] / 1e6:.2f}M", f"{cut:.1f}x"]
+            long_cut = flops_at(store, dense, seconds) / flops_at(store, row, seconds)
+            cells = [fam, f"{row['method']} {row['label'] or ''}".strip(), f"{row['flops'] / 1e6:.2f}M", f"{cut:.1f}x", f"{long_cut:.1f}x"]
             cells += [_ms(figure(row, *c)) for c in cols]
             for c in cols:
                 a, b = figure(dense, *c), figure(row, *c)
@@ -169,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     load = os.getloadavg()
     figure = alternating(store, rows, args.seconds, args.rounds, args.repeats, args.chunk_ms) if args.rounds else stored_figure
-    print(table(rows, args.seconds, figure))
+    print(table(store, rows, args.seconds, figure))
     how = f"{args.rounds} alternating rounds of {args.repeats} calls" if args.rounds else "stored records"
     print(f"\n{how}; load average before {load[0]:.2f}, after {os.getloadavg()[0]:.2f}; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores; {time.strftime('%Y-%m-%d %H:%M %Z')}")

@@ -158,3 +158,25 @@ def test_store_without_the_latency_column_gets_it(store_path):
     ResultStore(store_path)
     with sqlite3.connect(store_path) as conn:
         assert "latency" in [c[1] for c in conn.execute("PRAGMA table_info(results)")]
+
+
+@pytest.mark.parametrize("model_family", ["crnn", "transformer"])
+def test_onnx_front_end_computes_only_the_bins_the_kept_mel_bands_read(model_family, tmp_path, one_thread):
+    import onnx
+
+    from tasks.speech.frontend import mel_filters
+
+    task = make_task("vad", {"model": model_family})
+    model = _trained_like(task.build_model({"n_mels": 4}))
+    kept = torch.from_numpy(mel_filters(80)[[3, 10, 40, 70]])  # as a compaction keeping 4 of 80 bands leaves them
+    model.input.logmel.filters.copy_(kept)
+    read = int((kept != 0).any(0).sum())
+    path = export_offline(model, task, tmp_path / "m.onnx")
+    x = task.latency_input(1.3)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert np.abs(ort_session(str(path)).run(None, {"input": x.numpy()})[0] - expected).max() <= 1e-4
+    graph = onnx.load(str(path)).graph
+    tensors = list(graph.initializer) + [a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
+    dft = [t for t in tensors if list(t.dims[1:]) == [1, 400]]  # the DFT basis: cos and sin kernels per bin
+    assert [t.dims[0] for t in dft] == [2 * read] and read < 257 // 4

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from tasks.base import Streamer
-from tasks.speech.frontend import HOP, N_FFT, SAMPLE_RATE, stft_power
+from tasks.speech.frontend import HOP, N_FFT, SAMPLE_RATE
 from tasks.speech.vad_models import CRNN
 
 CONTEXT = 4  # frames each convolution's input keeps from the past (2 per k=5 convolution)
@@ -50,9 +50,7 @@ class StreamingCRNN(Streamer):
     def forward(self, chunk, tail, feats, conv1, hidden, frame):
         m = self.crnn
         audio = torch.cat([tail, chunk], dim=1)
-        logmel = m.input.logmel
-        spec = stft_power(audio, N_FFT, HOP, logmel.spectrum.window, center=False)
-        f = m.input.mask(m.input.norm(torch.log(torch.matmul(logmel.filters, spec) + 1e-6)))
+        f = m.input.mask(m.input.norm(torch.log(m.input.logmel.energies(audio, center=False) + 1e-6)))
         n = f.shape[-1]
         x1 = torch.cat([feats, f], dim=2)
         c1, bn1, relu1, mask1, c2, bn2, relu2, mask2 = m.conv
