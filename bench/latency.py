@@ -127,7 +127,11 @@ def ort_stream_step(session) -> Callable[..., Sequence]:
 
 
 def ort_profile(path: str, feed: dict, runs: int, threads: int = 1) -> dict[str, tuple[str, float]]:
-    """Per ONNX node: (operator, mean microseconds per run) over `runs` calls, from ONNX Runtime's profiler."""
+    """Per ONNX node: (operator, median microseconds over `runs` calls) from ONNX Runtime's profiler.
+
+    The median, not the mean: on a shared machine one preempted call adds milliseconds to
+    whichever node was running, and the profiler's own overhead is per node.
+    """
     import json
     import os
     import tempfile
@@ -140,18 +144,15 @@ def ort_profile(path: str, feed: dict, runs: int, threads: int = 1) -> dict[str,
     with tempfile.TemporaryDirectory() as tmp:
         opts.profile_file_prefix = os.path.join(tmp, "profile")
         session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-        session.run(None, feed)  # warm-up; its events are skipped below
-        for _ in range(runs):
+        for _ in range(runs + 1):  # the first is a warm-up, dropped below
             session.run(None, feed)
         with open(session.end_profiling()) as f:
             events = json.load(f)
-    node_events = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
-    total: dict[str, tuple[str, float]] = {}
-    count: dict[str, int] = {}
-    for e in node_events:
-        name = e["name"][: -len("_kernel_time")]
-        op, us = total.get(name, (e["args"].get("op_name", "?"), 0.0))
-        total[name] = (op, us + e["dur"])
-        count[name] = count.get(name, 0) + 1
-    # The warm-up call is one of count[name] calls per node: drop its share (mean of the rest is unbiased enough).
-    return {name: (op, us / count[name]) for name, (op, us) in total.items()}
+    times: dict[str, list[float]] = {}
+    ops: dict[str, str] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            name = e["name"][: -len("_kernel_time")]
+            times.setdefault(name, []).append(e["dur"])
+            ops[name] = e["args"].get("op_name", "?")
+    return {name: (ops[name], statistics.median(t[1:] or t)) for name, t in times.items()}

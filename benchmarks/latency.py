@@ -162,10 +162,16 @@ def profile(store: ResultStore, rows: list[dict], seconds: float, runs: int, dep
             ops[key].add(op)
         total = sum(layers.values())
         out.append(f"\n#### {family(row)}, {row['method']} {row['label'] or ''}: {total / 1e3:.2f} ms in kernels, "
-                   f"{len(nodes)} nodes ({seconds:g} s input, mean of {runs} runs)\n")
+                   f"{len(nodes)} nodes ({seconds:g} s input, per node the median of {runs} runs)\n")
         out.append("| layer | ms | share | operators |\n| --- | --- | --- | --- |")
         for key, us in sorted(layers.items(), key=lambda kv: -kv[1]):
             out.append(f"| {key} | {us / 1e3:.3f} | {100 * us / total:.0f} % | {', '.join(sorted(ops[key]))} |")
+        by_op: dict[str, list] = defaultdict(lambda: [0.0, 0])
+        for op, us in nodes.values():
+            by_op[op][0] += us
+            by_op[op][1] += 1
+        top = sorted(by_op.items(), key=lambda kv: -kv[1][0])[:8]
+        out.append("\nBy operator: " + ", ".join(f"{op} {us / 1e3:.2f} ms ({n} nodes)" for op, (us, n) in top) + ".")
     return "\n".join(out)
 
 
