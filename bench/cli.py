@@ -12,6 +12,7 @@ from bench.config import SCALES, ConfigError
 from bench.registry import UnknownNameError
 from bench.store import DEFAULT_STORE, StoreError
 from bench.deploy_cli import COMMANDS as DEPLOY_COMMANDS, add_parsers as add_deploy_parsers, measure_phase
+from bench.device import use_device
 from bench.sweep import SweepError
 
 
@@ -42,6 +43,8 @@ def _add_grid(p: argparse.ArgumentParser) -> None:
     where.add_argument("--models-dir", default=None,
                        help="where candidate models are saved; unset: beside an SQLite store, else bench-results/results-models (on a cluster: a shared folder)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
+                   help="where training and evaluation run (auto: CUDA when available); latency is measured on the CPU")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     ray_group = sweep.add_argument_group("ray")
     ray_group.add_argument("--address", default=None, help="auto, HOST:PORT or ray://HOST:PORT of a running cluster; unset: a new local instance")
     ray_group.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs per trial (torch threads follow)")
+    ray_group.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial; a fraction shares one GPU between trials")
     ray_group.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local instance; unset: all")
 
     results = sub.add_parser("results", help="print stored results", formatter_class=_Formatter)
@@ -121,6 +125,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     jobs = _jobs(args.jobs, args.threads)
+    use_device(args.device)
     torch.set_num_threads(args.threads)
     specs = plan_runs(args.task, args.method, args.seed, args.scale, args.settings, args.data_root)
     store = ResultStore(args.store, args.models_dir)
@@ -170,10 +175,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from bench.sweep import sweep
     from reports.tables import summary_frame
 
+    use_device(args.device)
     specs = plan_runs(args.task, args.method, args.seed, args.scale, args.settings, args.data_root)
     store = ResultStore(args.store, args.models_dir)
     print(f"{len(specs)} run(s) as Ray Tune trials -> {store.location}", file=sys.stderr)
-    counts = sweep(specs, store, address=args.address, cpus_per_trial=args.cpus_per_trial, num_cpus=args.num_cpus, progress=not args.quiet)
+    counts = sweep(specs, store, address=args.address, cpus_per_trial=args.cpus_per_trial, num_cpus=args.num_cpus, progress=not args.quiet,
+                   gpus_per_trial=args.gpus_per_trial)
     keys = {s.run_key for s in specs}
     latency_failed = measure_phase(store, keys, args)
     with _wide_pandas():

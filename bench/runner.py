@@ -202,8 +202,9 @@ def _finish_candidate(spec: RunSpec, store: ResultStore, ctx: RunContext, index:
         train_seconds += report.seconds
         train_steps += report.steps
         info.update(final_train_loss=report.final_loss, loss_curve=report.loss_curve)
-    model.eval()
+    model.to(ctx.device).eval()
     evaluation = task.evaluate(model)
+    model.cpu()  # the counter, the saved file and latency are CPU-side
     if not math.isfinite(evaluation.error):
         raise FloatingPointError(f"evaluation of candidate {cand.label or index} gave error {evaluation.error}")
     example = task.example_input()

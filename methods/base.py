@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
+import torch
 from torch import nn
 
 from bench.config import TrainRecipe
+from bench.device import default_device
 from bench.training import TrainingHooks, TrainReport
 
 
@@ -50,12 +52,13 @@ class RunContext:
     run_key: str = ""  # this run's key in the store, e.g. to name an Optuna study
     models_dir: Path | None = None  # the store's models folder, for state shared between runs (pre-trained models)
     config: dict[str, Any] = field(default_factory=dict)  # the run's resolved config (task, method, train, scale)
+    device: torch.device = field(default_factory=default_device)  # where training and evaluation run (`--device`)
 
     def train(self, model: nn.Module, hooks: TrainingHooks | None = None, recipe: TrainRecipe | None = None, desc: str = "train") -> TrainReport:
         """Train `model` in place with the shared loop (the run's recipe unless one is given)."""
         from bench.training import train
 
-        return train(self.task, model, self.seed, recipe or self.recipe, hooks=hooks, progress=self.progress, desc=desc)
+        return train(self.task, model, self.seed, recipe or self.recipe, hooks=hooks, progress=self.progress, desc=desc, device=self.device)
 
 
 class Method:
