@@ -12,6 +12,8 @@ from bench.config import SCALES, ConfigError
 from bench.registry import UnknownNameError
 from bench.store import DEFAULT_STORE, StoreError
 from bench.targets import DEFAULT_TARGETS
+from bench.deploy_cli import COMMANDS as DEPLOY_COMMANDS, add_parsers as add_deploy_parsers, measure_phase
+from bench.device import use_device
 from bench.sweep import SweepError
 
 
@@ -46,6 +48,8 @@ def _add_grid(p: argparse.ArgumentParser) -> None:
     where.add_argument("--models-dir", default=None,
                        help="where candidate models are saved; unset: beside an SQLite store, else bench-results/results-models (on a cluster: a shared folder)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
+                   help="where training and evaluation run (auto: CUDA when available); latency is measured on the CPU")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     ray_group = sweep.add_argument_group("ray")
     ray_group.add_argument("--address", default=None, help="auto, HOST:PORT or ray://HOST:PORT of a running cluster; unset: a new local instance")
     ray_group.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs per trial (torch threads follow)")
+    ray_group.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial; a fraction shares one GPU between trials")
     ray_group.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local instance; unset: all")
 
     results = sub.add_parser("results", help="print stored results", formatter_class=_Formatter)
@@ -87,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--widths", default="", metavar="SLOT=N,...", help="widths to profile (default: full size)")
     profile.add_argument("--max-depth", type=int, default=3, help="module depth shown")
     _add_settings(profile)
+    add_deploy_parsers(sub, _Formatter, _add_store)
     return parser
 
 
@@ -124,13 +130,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     jobs = _jobs(args.jobs, args.threads)
+    use_device(args.device)
     torch.set_num_threads(args.threads)
     specs = plan_runs(args.task, args.method, args.seed, args.scale, args.settings, args.data_root, args.targets)
     store = ResultStore(args.store, args.models_dir)
     print(f"{len(specs)} run(s), {min(jobs, len(specs))} at once -> {store.location}", file=sys.stderr)
     _say_what_default_leaves_out(args)
     outcomes = run_all(specs, store, progress=not args.quiet, jobs=jobs, threads=args.threads)
-    rows = [row for o in outcomes for row in o.rows]
+    latency_failed = measure_phase(store, {s.run_key for s in specs}, args)
+    rows = [row for o in outcomes for row in store.rows(run_key=o.spec.run_key)]
     with _wide_pandas():
         print(summary_frame(rows).to_string(index=False))
         if rows:
@@ -145,7 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except Exception as err:  # the runs are stored; say why the report is missing, exit non-zero
         print(f"bench run: error: report not written: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
-    return 1 if counts["failed"] else 0
+    return 1 if counts["failed"] or latency_failed else 0
 
 
 def _say_what_default_leaves_out(args: argparse.Namespace) -> None:
@@ -196,15 +204,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from reports.tables import summary_frame
 
     check_resources(args.cpus_per_trial, args.num_cpus)
+    use_device(args.device)
     specs = plan_runs(args.task, args.method, args.seed, args.scale, args.settings, args.data_root, args.targets)
     store = ResultStore(args.store, args.models_dir)
     print(f"{len(specs)} run(s) as Ray Tune trials -> {store.location}", file=sys.stderr)
-    counts = sweep(specs, store, address=args.address, cpus_per_trial=args.cpus_per_trial, num_cpus=args.num_cpus, progress=not args.quiet)
+    counts = sweep(specs, store, address=args.address, cpus_per_trial=args.cpus_per_trial, num_cpus=args.num_cpus, progress=not args.quiet,
+                   gpus_per_trial=args.gpus_per_trial)
     keys = {s.run_key for s in specs}
+    latency_failed = measure_phase(store, keys, args)
     with _wide_pandas():
         print(summary_frame([r for r in store.rows() if r["run_key"] in keys]).to_string(index=False))
     print(f"{counts['done']} run(s) done, {counts['skipped']} already done (skipped), {counts['failed']} failed; store: {store.location}")
-    return 1 if counts["failed"] else 0
+    return 1 if counts["failed"] or latency_failed else 0
 
 
 def cmd_results(args: argparse.Namespace) -> int:
@@ -273,3 +284,4 @@ def _wide_pandas():
 
 
 _COMMANDS = {"list": cmd_list, "run": cmd_run, "sweep": cmd_sweep, "results": cmd_results, "report": cmd_report, "profile": cmd_profile}
+_COMMANDS.update(DEPLOY_COMMANDS)

@@ -20,7 +20,6 @@ from bench import provenance, targets
 from bench.checkpoint import save_candidate
 from bench.complexity import measure
 from bench.config import SCALES, ConfigError, TrainRecipe, apply_overrides, config_hash, field_names, parse_set, to_dict
-from bench.latency import cpu_latency_ms
 from bench.registry import get_method_class, get_task_class, method_names, task_names
 from bench.store import CLAIM_TTL, ResultStore
 from bench.training import seed_everything
@@ -274,8 +273,9 @@ def _finish_candidate(spec: RunSpec, store: ResultStore, ctx: RunContext, index:
         train_seconds += report.seconds
         train_steps += report.steps
         info.update(final_train_loss=report.final_loss, loss_curve=report.loss_curve)
-    model.eval()
+    model.to(ctx.device).eval()
     evaluation = task.evaluate(model)
+    model.cpu()  # the counter, the saved file and latency are CPU-side
     if not math.isfinite(evaluation.error):
         raise FloatingPointError(f"evaluation of candidate {cand.label or index} gave error {evaluation.error}")
     example = task.example_input()
@@ -310,7 +310,7 @@ def _finish_candidate(spec: RunSpec, store: ResultStore, ctx: RunContext, index:
         "target_ratio": cand.target_ratio,
         "achieved_ratio": achieved,
         "target_met": targets.met(achieved, cand.target_ratio),
-        "latency_ms": cpu_latency_ms(model, example),
+        "latency_ms": None,  # measured after all training (bench.measure), with nothing else on the cores
         "model_path": relpath,
         "info": info,
     }

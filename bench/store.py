@@ -72,7 +72,8 @@ results = sa.Table(
     sa.Column("target_ratio", sa.Float),  # FLOP/s target as a fraction of the dense model's; null: none (dense, references)
     sa.Column("achieved_ratio", sa.Float),  # the candidate's FLOP/s (or non-zero FLOP/s) over the dense model's
     sa.Column("target_met", sa.Boolean),  # achieved_ratio within 10 % of target_ratio
-    sa.Column("latency_ms", sa.Float),  # median CPU latency on the example input
+    sa.Column("latency_ms", sa.Float),  # median CPU latency on the example input (PyTorch, measurement phase)
+    sa.Column("latency", sa.JSON),  # measurement phase: one record per runtime and input shape (bench.measure)
     sa.Column("model_path", sa.Text),  # relative to the models folder
     sa.Column("info", sa.JSON),  # what the method recorded
     sa.Column("task_config", sa.JSON),
@@ -232,13 +233,23 @@ class ResultStore:
         for attempt in range(5):
             try:
                 _meta.create_all(self.engine)
+                self._add_new_columns()
                 return
             except sa.exc.OperationalError as err:
-                if attempt == 4 or not any(w in str(err) for w in ("already exists", "locked")):
+                if attempt == 4 or not any(w in str(err) for w in ("already exists", "locked", "duplicate column")):
                     raise StoreError(f"cannot open store {self.location!r}: {_first_line(err)}") from None
                 time.sleep(0.2 * (attempt + 1))
             except sa.exc.SQLAlchemyError as err:
                 raise StoreError(f"cannot open store {self.location!r}: {_first_line(err)}") from None
+
+    def _add_new_columns(self) -> None:
+        """Columns added since a store was created get added to it (nullable, so old rows stay valid)."""
+        have = {c["name"] for c in sa.inspect(self.engine).get_columns("results")}
+        with self.engine.begin() as conn:
+            for column in results.columns:
+                if column.name not in have:
+                    kind = column.type.compile(dialect=self.engine.dialect)
+                    conn.execute(sa.text(f'ALTER TABLE results ADD COLUMN "{column.name}" {kind}'))
 
     def _connect_args(self) -> dict:
         # Concurrent writers (Ray workers) wait for the lock instead of failing at once.
@@ -354,6 +365,11 @@ class ResultStore:
             stop.set()
             thread.join()
             self.release(run_key)
+
+    def set_latency(self, row_id: int, latency_ms: float, records: list[dict[str, Any]]) -> None:
+        """Store a candidate's measured latency (the measurement phase runs after its run finished)."""
+        with self._transaction() as conn:
+            conn.execute(results.update().where(results.c.id == row_id).values(latency_ms=latency_ms, latency=records))
 
     def _transaction(self):
         return _Retrying(self.engine)

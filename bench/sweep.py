@@ -183,6 +183,7 @@ def sweep(
     progress: bool = True,
     name: str = "bench-sweep",
     callbacks: list | None = None,
+    gpus_per_trial: float = 0.0,
 ) -> dict[str, int]:
     """Run `specs` as Ray Tune trials; returns counts of done / skipped / failed runs.
 
@@ -191,6 +192,9 @@ def sweep(
     from ray import tune
 
     check_resources(cpus_per_trial, num_cpus)
+    if gpus_per_trial < 0:
+        raise SweepError(f"--gpus-per-trial must be >= 0 (a fraction shares a GPU), got {gpus_per_trial}")
+    resources = {"cpu": cpus_per_trial, **({"gpu": gpus_per_trial} if gpus_per_trial else {})}
     pending = [s for s in specs if store.run_status(s.run_key) != "ok"]
     counts = {"done": 0, "skipped": len(specs) - len(pending), "failed": 0}
     if not pending:
@@ -205,7 +209,7 @@ def sweep(
     if runs:
         trainable = tune.with_resources(
             tune.with_parameters(_trial, specs=runs, store_url=store_url, models_dir=models_dir, threads=cpus_per_trial),
-            {"cpu": cpus_per_trial},
+            resources,
         )
         tuner = tune.Tuner(
             trainable,

@@ -17,6 +17,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, T
 from tqdm.auto import tqdm
 
 from bench.config import TrainRecipe
+from bench.device import model_device, to_device
 
 
 class NonFiniteLossError(RuntimeError):
@@ -56,14 +57,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _loader(dataset: Dataset, batch_size: int, generator: torch.Generator) -> DataLoader:
+def _loader(dataset: Dataset, batch_size: int, generator: torch.Generator, pin: bool = False) -> DataLoader:
     """Shuffled batches, `drop_last`. A dataset that takes a list of indices (tensor-backed:
     TensorDataset, or one marked `batch_indexing = True`) is indexed once per batch: item by
     item, the Python overhead of a small model's step is larger than the step itself."""
     if isinstance(dataset, TensorDataset) or getattr(dataset, "batch_indexing", False):
         batches = BatchSampler(RandomSampler(dataset, generator=generator), batch_size, drop_last=True)
-        return DataLoader(dataset, sampler=batches, batch_size=None, generator=generator)  # the same batches as shuffle=True
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator)
+        return DataLoader(dataset, sampler=batches, batch_size=None, generator=generator, pin_memory=pin)  # the same batches as shuffle=True
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator, pin_memory=pin)
 
 
 def _forever(loader: DataLoader):
@@ -80,12 +81,16 @@ def train(
     hooks: TrainingHooks | None = None,
     progress: bool = True,
     desc: str = "train",
+    device: torch.device | str | None = None,
 ) -> TrainReport:
-    """Train `model` in place on `task`'s training split; raise `NonFiniteLossError` on NaN/inf."""
+    """Train `model` in place on `task`'s training split, on `device` (unset: where the model is);
+    raise `NonFiniteLossError` on NaN/inf. Batches are moved to the device as they are drawn."""
     recipe = recipe or task.recipe()
     hooks = hooks or TrainingHooks()
+    device = torch.device(device) if device is not None else model_device(model)
+    model.to(device)
     generator = torch.Generator().manual_seed(seed)
-    loader = _loader(task.dataset("train"), recipe.batch_size, generator)
+    loader = _loader(task.dataset("train"), recipe.batch_size, generator, pin=device.type == "cuda")
     if len(loader) == 0:
         raise ValueError(f"training split of {task.name} has fewer examples than batch_size={recipe.batch_size}")
     params = hooks.parameters(model) or model.parameters()
@@ -97,7 +102,7 @@ def train(
     batches = _forever(loader)
     bar = tqdm(range(recipe.steps), desc=desc, leave=False, disable=not progress or None, dynamic_ncols=True)
     for step in bar:
-        loss = task.loss(model, next(batches))
+        loss = task.loss(model, to_device(next(batches), device))
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"training loss became {loss.item()} at step {step} (try a lower train.lr)")
         losses.append(loss.item())

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
 
+import torch
 from torch import nn
 
 from bench.config import TrainRecipe
+from bench.device import default_device
 from bench.training import TrainingHooks, TrainReport
 
 
@@ -53,12 +55,13 @@ class RunContext:
     # Read-only view of the store's result rows (`ResultStore.rows`), for methods that build on
     # other runs' candidates; None where the run has no store.
     store_rows: Callable[..., list[dict[str, Any]]] | None = None
+    device: torch.device = field(default_factory=default_device)  # where training and evaluation run (`--device`)
 
     def train(self, model: nn.Module, hooks: TrainingHooks | None = None, recipe: TrainRecipe | None = None, desc: str = "train") -> TrainReport:
         """Train `model` in place with the shared loop (the run's recipe unless one is given)."""
         from bench.training import train
 
-        return train(self.task, model, self.seed, recipe or self.recipe, hooks=hooks, progress=self.progress, desc=desc)
+        return train(self.task, model, self.seed, recipe or self.recipe, hooks=hooks, progress=self.progress, desc=desc, device=self.device)
 
 
 class Method:

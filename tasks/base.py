@@ -148,6 +148,33 @@ class Task:
         """The input every complexity measurement uses: one second of audio, or one example."""
         raise NotImplementedError
 
+    # --- deployment: what latency is measured on -------------------------------------------
+    def latency_input(self, seconds: float) -> torch.Tensor:
+        """Input for timing the model: `seconds` of audio for audio tasks (one example otherwise)."""
+        return self.example_input()
+
+    def streamer(self, model: nn.Module) -> "Streamer | None":
+        """`model` as a step over chunks of audio with its state carried, or None: not a streaming model."""
+        return None
+
     @property
     def flops_unit(self) -> str:
         return "FLOP/s (per second of audio)" if self.example_seconds else "FLOPs per example"
+
+
+class Streamer(nn.Module):
+    """A model run on audio as it arrives: ``forward(chunk, *state) -> (outputs, *state)``.
+
+    `start(wave)` gives the initial state from the first samples of a recording and the
+    samples still to feed. The first call takes `lookahead` samples (its outputs are
+    dropped: they belong to frames the model cannot score yet); every later chunk is a
+    multiple of `hop` samples. All tensors, so the step exports to ONNX as it is.
+    """
+
+    sample_rate: int  # samples per second of the audio
+    hop: int  # chunk lengths are multiples of this many samples
+    lookahead: int  # samples of the first call, whose outputs are dropped
+    state_names: tuple[str, ...]  # names of the state tensors, in order
+
+    def start(self, wave: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        raise NotImplementedError

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from bench.device import model_device
 from bench.config import TrainRecipe
 from bench.registry import register_task
 from tasks.base import Evaluation, Task, WidthMask
@@ -105,7 +106,7 @@ class SyntheticTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str = "test") -> Evaluation:
-        x, y = self._data()[split]
+        x, y = (t.to(model_device(model)) for t in self._data()[split])
         residual = model(x) - y
         per_output = residual.pow(2).mean(0) / y.var(0)
         return Evaluation(

@@ -27,6 +27,7 @@ from tasks.speech import corpora, metrics, noise, synthesis, vad_data
 from tasks.speech.cache import cached_arrays
 from tasks.speech.task import SpeechTask
 from tasks.speech.datasets import AudioDataset, batched_outputs
+from tasks.speech.streaming import StreamingCRNN
 from tasks.speech.vad_models import CRNN, TransformerVAD
 
 # Clips per split (train, val, test) and clip length in seconds, per scale.
@@ -107,6 +108,10 @@ class VadTask(SpeechTask):
         if c.model == "crnn":
             return CRNN(w["n_mels"], w["conv1"], w["conv2"], w["gru"], w["head"])
         return TransformerVAD(w["n_mels"], c.heads, w["head_dim"], w["ffn"], c.layers, full_head_dim=c.head_dim)
+
+    def streamer(self, model: nn.Module) -> StreamingCRNN | None:
+        # The transformer attends over the whole recording: no chunk scores what offline would.
+        return StreamingCRNN(model) if isinstance(model, CRNN) else None
 
     # --- data ----------------------------------------------------------------------------
     def build_split(self, split: str) -> dict[str, np.ndarray]:

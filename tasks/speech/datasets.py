@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from bench.device import model_device
+
 
 class AudioDataset(Dataset):
     """Items ``(waveform float32 in [-1, 1], target float32)`` from int16 audio rows; the
@@ -31,8 +33,9 @@ class AudioDataset(Dataset):
 def batched_outputs(model: nn.Module, audio: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Model outputs on int16 audio rows, concatenated along the first axis (float64)."""
     model.eval()
+    device = model_device(model)
     outs = []
     for start in range(0, len(audio), batch_size):
-        wave = torch.from_numpy(audio[start : start + batch_size].astype(np.float32) / 32768.0)
-        outs.append(model(wave).double().numpy())
+        wave = torch.from_numpy(audio[start : start + batch_size].astype(np.float32) / 32768.0).to(device)
+        outs.append(model(wave).double().cpu().numpy())
     return np.concatenate(outs)

@@ -20,6 +20,7 @@ class SpeechTask(Task):
     """
 
     example_seconds = 1.0
+    sample_rate: ClassVar[int] = 16000
     recipes: ClassVar[dict[str, TrainRecipe]]  # the training recipe per scale
 
     def __init__(self, config=None, scale="small", data_root=None):
@@ -32,6 +33,10 @@ class SpeechTask(Task):
 
     def example_input(self) -> torch.Tensor:
         return 0.1 * torch.randn(1, 16000, generator=torch.Generator().manual_seed(0))
+
+    def latency_input(self, seconds: float) -> torch.Tensor:
+        n = round(seconds * self.sample_rate)
+        return 0.1 * torch.randn(1, n, generator=torch.Generator().manual_seed(0))
 
     def data(self, split: str) -> dict[str, np.ndarray]:
         """The split's cached arrays (see `build_split`)."""
