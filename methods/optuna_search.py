@@ -13,11 +13,12 @@ trials (the dense model's included), earlier processes included.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import optuna
 import sqlalchemy as sa
@@ -159,28 +160,56 @@ def retry_interrupted(study: optuna.Study) -> int:
     return count
 
 
-def _reseeded_per_trial(sampler: optuna.samplers.BaseSampler, seed: int) -> optuna.samplers.BaseSampler:
-    """`sampler` with its random states reseeded from (seed, trial index) before each trial,
-    so what it proposes does not depend on how many processes the search took."""
-    from optuna.samplers._lazy_random_state import LazyRandomState
+class PerTrialSeed(optuna.samplers.BaseSampler):
+    """`inner` with its random states reseeded from (seed, trial index) before each trial, so
+    what it proposes does not depend on how many processes the search took."""
 
-    states, todo = [], [sampler]
-    while todo:
-        obj = todo.pop()
-        for value in vars(obj).values():
-            if isinstance(value, LazyRandomState):
-                states.append(value)
-            elif isinstance(value, optuna.samplers.BaseSampler):
-                todo.append(value)
-    before_trial = sampler.before_trial
+    def __init__(self, make_inner: Callable[[], optuna.samplers.BaseSampler], seed: int):
+        self.make_inner, self.seed = make_inner, seed
+        self._inner: optuna.samplers.BaseSampler | None = None
 
-    def reseed_then_before_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        for state in states:
-            state.rng.seed((seed * 1_000_003 + trial_index(study, trial)) % 2**32)
-        before_trial(study, trial)
+    @property
+    def inner(self) -> optuna.samplers.BaseSampler:
+        if self._inner is None:
+            self._inner = self.make_inner()
+        return self._inner
 
-    sampler.before_trial = reseed_then_before_trial
-    return sampler
+    def __getstate__(self) -> dict:
+        # Ray Tune pickles its searcher; Optuna's GA samplers hold a lock and cannot be
+        # pickled. Their state lives in the study, so a copy builds its own.
+        return {**self.__dict__, "_inner": None}
+
+    def _random_states(self) -> list:
+        from optuna.samplers._lazy_random_state import LazyRandomState
+
+        found, todo = [], [self.inner]
+        while todo:
+            for value in vars(todo.pop()).values():
+                if isinstance(value, LazyRandomState):
+                    found.append(value)
+                elif isinstance(value, optuna.samplers.BaseSampler):
+                    todo.append(value)
+        return found
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        for state in self._random_states():
+            state.rng.seed((self.seed * 1_000_003 + trial_index(study, trial)) % 2**32)
+        self.inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self.inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
 
 
 def _trial_result(task, model: torch.nn.Module, seconds: float, final_loss: float) -> dict:
@@ -209,7 +238,7 @@ class OptunaSearch(Method):
 
     def prepare(self, study: optuna.Study, task, seed: int) -> None:
         """Give `study` this search's sampler and queue the full-width start trial (once)."""
-        study.sampler = _reseeded_per_trial(self.sampler(seed % 2**32), seed)  # numpy takes seeds below 2**32
+        study.sampler = PerTrialSeed(functools.partial(self.sampler, seed % 2**32), seed)  # numpy takes seeds below 2**32
         retry_interrupted(study)
         full = task.width_slots()
         start = {s: full[s] for s in self.resolve_slots(task)}
