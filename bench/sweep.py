@@ -21,8 +21,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from bench.runner import RunSpec, _base_row, _one_line, execute
-from bench.store import ResultStore
+from bench.runner import RunSpec, _base_row, _one_line, execute, wait_for_others
+from bench.store import CLAIM_TTL, ResultStore
 
 
 class SweepError(RuntimeError):
@@ -106,24 +106,24 @@ def _make_searcher(**kwargs):
     return StudySearch(**kwargs)
 
 
-def _optuna_trial(config: dict, spec: RunSpec, slots: list[str], store_url: str, threads: int) -> None:
-    """One Tune trial of a search: the method's trial at the widths Optuna proposed."""
+def _optuna_trial(config: dict, spec: RunSpec, slots: list[str], store_url: str, models_dir: str, threads: int) -> None:
+    """One Tune trial of a search: the method's objective at the widths Optuna proposed."""
     import torch
     from ray import tune
 
     from bench.training import seed_everything
     from methods.base import RunContext
-    from methods.optuna_search import find_twin, open_study, run_trial
+    from methods.optuna_search import open_study, trial_index, trial_result
 
     torch.set_num_threads(threads)
-    widths = {s: int(config[s]) for s in slots}
-    twin = find_twin(open_study(store_url, _study_name(spec)), widths)
-    if twin is not None:  # widths proposed again: its result, no second training (as the method does)
-        tune.report({"error": twin.values[0], "flops": twin.values[1], "duplicate_of": twin.number, "train_seconds": 0.0})
-        return
+    study = open_study(store_url, _study_name(spec))
+    number = int(config[TRIAL_KEY])
     seed_everything(spec.seed)  # as `execute` seeds a serial run
-    ctx = RunContext(task=_search_task(spec), seed=spec.seed, recipe=spec.recipe, progress=False, store_url=store_url, run_key=spec.run_key)
-    tune.report(run_trial(ctx, widths, int(config[TRIAL_KEY])))
+    task = _search_task(spec)
+    ctx = RunContext(task=task, seed=spec.seed, recipe=spec.recipe, progress=False, store_url=store_url, run_key=spec.run_key,
+                     models_dir=models_dir, config=spec.config)
+    full = {s: task.width_slots()[s] for s in slots}
+    tune.report(trial_result(ctx, study, {s: int(config[s]) for s in slots}, trial_index(study, study.trials[number]), full))
 
 
 _TASKS: dict[str, Any] = {}  # run key -> that search's task, in this (reused) worker process
@@ -142,7 +142,8 @@ def _study_name(spec: RunSpec) -> str:
     return f"bench:{spec.run_key}"  # the name the method gives its study
 
 
-def _search(spec: RunSpec, store_url: str, ray_dir: Path, cpus_per_trial: int, progress: bool, name: str, callbacks: list | None = None) -> int:
+def _search(spec: RunSpec, store_url: str, models_dir: str, ray_dir: Path, cpus_per_trial: int, progress: bool, name: str,
+            callbacks: list | None = None) -> int:
     """Run the trials still missing in the study of optuna run `spec` as Tune trials; returns how many."""
     import optuna
     from ray import tune
@@ -161,7 +162,8 @@ def _search(spec: RunSpec, store_url: str, ray_dir: Path, cpus_per_trial: int, p
         storage=rdb_storage(store_url), study_name=study.study_name,
     )
     trainable = tune.with_resources(
-        tune.with_parameters(_optuna_trial, spec=spec, slots=method.resolve_slots(task), store_url=store_url, threads=cpus_per_trial),
+        tune.with_parameters(_optuna_trial, spec=spec, slots=method.resolve_slots(task), store_url=store_url, models_dir=models_dir,
+                             threads=cpus_per_trial),
         {"cpu": cpus_per_trial},
     )
     tuner = tune.Tuner(
@@ -219,19 +221,42 @@ def sweep(
             tune_config=tune.TuneConfig(reuse_actors=True),
             run_config=tune.RunConfig(name=name, storage_path=str(ray_dir), verbose=1 if progress else 0, callbacks=list(callbacks or [])),
         )
-        results = tuner.fit()
-        for result in results:
+        busy = []
+        for result in tuner.fit():
             status = (result.metrics or {}).get("status")
-            counts["done" if status == "done" else "failed"] += 1
+            if status == "busy":  # another driver is running it
+                busy.append(runs[result.config["index"]])
+            else:
+                counts[status if status in ("done", "skipped") else "failed"] += 1
+        while busy:  # wait for the other driver; a run whose holder died is done here
+            wait_for_others(busy)
+            outcomes = [execute(spec, store, progress=False) for spec in busy]
+            busy = [o.spec for o in outcomes if o.status == "busy"]
+            for o in outcomes:
+                if o.status != "busy":
+                    counts[o.status] += 1
     for spec in searches:  # one search at a time, its trials over the whole cluster
-        try:
-            _search(spec, store_url, ray_dir, cpus_per_trial, progress, name, callbacks)
-        except Exception as err:  # stored as a failed run (not trained here instead); the other runs go on
-            reason = _one_line(err)
-            store.start_run(spec.run_key, spec.task, spec.method, spec.config_hash, spec.seed)
-            store.finish_run(spec.run_key, [{**_base_row(spec), "status": "failed", "reason": reason}], "failed", reason, 0.0)
-            counts["failed"] += 1
-            continue
-        outcome = execute(spec, store, progress=False)  # the Pareto front, as a serial run stores it; nothing left to train
-        counts["done" if outcome.status == "done" else "failed"] += 1
+        counts[_claimed_search(spec, store, store_url, models_dir, ray_dir, cpus_per_trial, progress, name, callbacks)] += 1
     return counts
+
+
+def _claimed_search(spec: RunSpec, store: ResultStore, store_url: str, *args) -> str:
+    """One search under the run's claim, so two sweep drivers never run one study; returns
+    the run's count (done, skipped: finished by another driver meanwhile, failed)."""
+    import time
+
+    while True:
+        if store.run_status(spec.run_key) == "ok":
+            return "skipped"
+        with store.claimed(spec.run_key) as ours:
+            if ours:
+                try:
+                    _search(spec, store_url, *args)
+                except Exception as err:  # stored as a failed run (not trained here instead); the other runs go on
+                    reason = _one_line(err)
+                    store.start_run(spec.run_key, spec.task, spec.method, spec.config_hash, spec.seed)
+                    store.finish_run(spec.run_key, [{**_base_row(spec), "status": "failed", "reason": reason}], "failed", reason, 0.0)
+                    return "failed"
+                outcome = execute(spec, store, progress=False)  # the Pareto front, as a serial run stores it; nothing left to train
+                return "done" if outcome.status == "done" else "failed"
+        time.sleep(min(5.0, CLAIM_TTL / 4))  # another driver runs this search

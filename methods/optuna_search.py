@@ -15,11 +15,12 @@ trials (the dense model's included), earlier processes included.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import optuna
 import sqlalchemy as sa
@@ -126,6 +127,101 @@ def dense_trial(ctx: RunContext) -> dict:
     return _trial_result(ctx.task, model, report["seconds"], report["final_loss"])
 
 
+def trial_result(ctx: RunContext, study: optuna.Study, widths: dict[str, int], index: int, full: dict[str, int]) -> dict:
+    """The search's one objective, which a serial run and a Ray Tune trial (bench.sweep) both
+    call: a twin's values (widths proposed again: no second training), the shared dense
+    model at full width, else a model trained at `widths`, seeded by the trial's `index`."""
+    twin = find_twin(study, widths)
+    if twin is not None:
+        return {"error": twin.values[0], "flops": twin.values[1], "duplicate_of": twin.number, "train_seconds": 0.0}
+    if widths == full:  # the dense model: trained once, shared with baseline and pruning
+        return dense_trial(ctx)
+    return run_trial(ctx, widths, index)
+
+
+RETRY_OF = "retry_of"  # user attribute of a trial that redoes an interrupted one (its number)
+DIVERGED = "diverged"  # user attribute of a trial whose training diverged (not retried)
+
+
+def trial_index(study: optuna.Study, trial: optuna.trial.FrozenTrial | optuna.Trial) -> int:
+    """The trial's place in an uninterrupted search: its number less the retries before it (a
+    retry takes its interrupted trial's place). Seeds its training and its proposal, so a
+    resumed search proposes and trains what an uninterrupted one would."""
+    trials = study.get_trials(deepcopy=False)
+    while RETRY_OF in trial.user_attrs:
+        trial = trials[trial.user_attrs[RETRY_OF]]
+    return trial.number - sum(RETRY_OF in t.user_attrs for t in trials[: trial.number])
+
+
+def retry_interrupted(study: optuna.Study) -> int:
+    """Queue again, with the same widths, each trial a killed search left: RUNNING (kill -9;
+    the run's claim says no live process runs it) or FAIL by interruption; returns how many."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs[RETRY_OF] for t in trials if RETRY_OF in t.user_attrs}
+    count = 0
+    for t in trials:
+        if t.state == optuna.trial.TrialState.RUNNING:
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        elif t.state != optuna.trial.TrialState.FAIL or DIVERGED in t.user_attrs:
+            continue
+        if t.number not in retried and t.params:
+            study.enqueue_trial(dict(t.params), user_attrs={RETRY_OF: t.number})
+            count += 1
+    return count
+
+
+class PerTrialSeed(optuna.samplers.BaseSampler):
+    """`inner` with its random states reseeded from (seed, trial index) before each trial, so
+    what it proposes does not depend on how many processes the search took."""
+
+    def __init__(self, make_inner: Callable[[], optuna.samplers.BaseSampler], seed: int):
+        self.make_inner, self.seed = make_inner, seed
+        self._inner: optuna.samplers.BaseSampler | None = None
+
+    @property
+    def inner(self) -> optuna.samplers.BaseSampler:
+        if self._inner is None:
+            self._inner = self.make_inner()
+        return self._inner
+
+    def __getstate__(self) -> dict:
+        # Ray Tune pickles its searcher; Optuna's GA samplers hold a lock and cannot be
+        # pickled. Their state lives in the study, so a copy builds its own.
+        return {**self.__dict__, "_inner": None}
+
+    def _random_states(self) -> list:
+        from optuna.samplers._lazy_random_state import LazyRandomState
+
+        found, todo = [], [self.inner]
+        while todo:
+            for value in vars(todo.pop()).values():
+                if isinstance(value, LazyRandomState):
+                    found.append(value)
+                elif isinstance(value, optuna.samplers.BaseSampler):
+                    todo.append(value)
+        return found
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        for state in self._random_states():
+            state.rng.seed((self.seed * 1_000_003 + trial_index(study, trial)) % 2**32)
+        self.inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self.inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+
+
 def _trial_result(task, model: torch.nn.Module, seconds: float, final_loss: float) -> dict:
     error = task.evaluate(model, "val").error
     flops = measure(model, task.example_input()).flops * (1.0 / (task.example_seconds or 1.0))
@@ -157,8 +253,8 @@ class OptunaSearch(Method):
 
     def prepare(self, study: optuna.Study, task, seed: int) -> None:
         """Give `study` this search's sampler and queue the full-width start trial (once)."""
-        # A resumed search draws fresh proposals (seeded by how far it got), not the first ones again.
-        study.sampler = self.sampler((seed * 7919 + len(study.trials)) % 2**32)  # numpy takes seeds below 2**32
+        study.sampler = PerTrialSeed(functools.partial(self.sampler, seed % 2**32), seed)  # numpy takes seeds below 2**32
+        retry_interrupted(study)
         full = task.width_slots()
         start = {s: full[s] for s in self.resolve_slots(task)}
         queued = study.get_trials(deepcopy=False, states=(COMPLETE, WAITING))
@@ -176,17 +272,14 @@ class OptunaSearch(Method):
 
         def objective(trial: optuna.Trial) -> tuple[float, float]:
             widths = {s: trial.suggest_int(s, 1, full[s], log=cfg.log_widths) for s in slots}
-            twin = find_twin(trial.study, widths)
-            if twin is not None:  # widths proposed again: its result, no second training
-                trial.set_user_attr("duplicate_of", twin.number)
-                trial.set_user_attr("train_seconds", 0.0)
-                return tuple(twin.values)
-            if widths == {s: full[s] for s in slots}:  # the dense model: trained once, shared with baseline and pruning
-                out = dense_trial(ctx)
-            else:
-                out = run_trial(ctx, widths, trial.number)
-            for key in USER_ATTRS:
-                trial.set_user_attr(key, out[key])
+            try:
+                out = trial_result(ctx, trial.study, widths, trial_index(trial.study, trial), {s: full[s] for s in slots})
+            except NonFiniteLossError:
+                trial.set_user_attr(DIVERGED, True)  # fails alone, and is not retried on resume
+                raise
+            for key, value in out.items():
+                if key not in ("error", "flops"):
+                    trial.set_user_attr(key, value)
             return out["error"], out["flops"]
 
         if cfg.trials > done:

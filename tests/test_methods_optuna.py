@@ -90,23 +90,54 @@ def test_killed_search_resumes_without_redoing_finished_trials(tmp_path, monkeyp
         list(method.candidates(ctx))
     study = open_study(url, "bench:synthetic/optuna/x/seed0")
     before = {t.number: t.params for t in complete_trials(study)}
-    assert len(before) == 2 and study.trials[2].state == optuna.trial.TrialState.FAIL
+    (killed,) = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(before) >= 2 and killed.number == len(study.trials) - 1
 
     Interrupting.calls, Interrupting.kill_at, Interrupting.trained = 0, -1, []  # the resumed search is not interrupted
     candidates = list(method.candidates(ctx))
     study = open_study(url, "bench:synthetic/optuna/x/seed0")
     after = complete_trials(study)
     assert len(after) == 5 and {t.number: t.params for t in after if t.number in before} == before
-    # Only new trials (numbers after the failed one) were trained; a repeated proposal is not trained twice.
-    fresh = [t.number for t in after if t.number not in before and "duplicate_of" not in t.user_attrs]
-    assert Interrupting.trained == fresh and min(fresh) >= 3 and 1 <= len(fresh) <= 3
-    assert candidates and candidates[0].info["trials_this_process"] == 3
-    distinct = {c.info["trial"]: c.train_seconds for c in candidates}
+    # Only new trials were trained (the killed one again first, with its widths); a repeated proposal is not trained twice.
+    fresh = [t for t in after if t.number not in before and "duplicate_of" not in t.user_attrs]
+    assert fresh[0].params == killed.params and fresh[0].user_attrs["retry_of"] == killed.number
+    assert len(Interrupting.trained) == len(fresh) and min(t.number for t in fresh) > killed.number
+    assert candidates and candidates[0].info["trials_this_process"] == 5 - len(before)
+    distinct = {c.info["trial"]: c.train_seconds for c in candidates}  # a trial may be the candidate of several targets
     assert sum(distinct.values()) <= candidates[0].train_seconds + candidates[0].search_seconds
 
     Interrupting.calls = 0
     again = list(method.candidates(ctx))  # complete: nothing to train, same front
     assert Interrupting.calls == 0 and [c.widths for c in again] == [c.widths for c in candidates]
+
+    # The same search never interrupted: the same trials (in search order) and the same front.
+    clean_url = f"sqlite:///{tmp_path / 'clean.db'}"
+    clean_ctx = RunContext(task=task, seed=0, recipe=recipe, progress=False, store_url=clean_url, run_key="synthetic/optuna/x/seed0")
+    clean = list(method.candidates(clean_ctx))
+    clean_trials = complete_trials(open_study(clean_url, "bench:synthetic/optuna/x/seed0"))
+    assert [(t.params, t.values) for t in clean_trials] == [(t.params, t.values) for t in after]
+    assert [(c.widths, c.info["val_error"]) for c in clean] == [(c.widths, c.info["val_error"]) for c in candidates]
+
+
+def test_a_search_killed_with_a_running_trial_resumes_to_the_same_front(tmp_path):
+    """kill -9 leaves a RUNNING trial: the resumed search redoes it in its place."""
+    task = SyntheticTask(scale="smoke")
+    recipe = TrainRecipe(steps=20, batch_size=64, lr=3e-3)
+    method = OptunaSearch(OptunaConfig(trials=4, population=2))
+    fronts = []
+    for name, kill in (("clean", False), ("killed", True)):
+        url = f"sqlite:///{tmp_path / name}.db"
+        ctx = RunContext(task=task, seed=3, recipe=recipe, progress=False, store_url=url, run_key="r")
+        if kill:
+            study = open_study(url, "bench:r")
+            method.prepare(study, task, 3)
+            study.ask(method.space(task))  # the full-width trial, left RUNNING as a killed process leaves it
+        list(method.candidates(ctx))
+        study = open_study(url, "bench:r")
+        fronts.append(sorted((tuple(t.params.values()), tuple(t.values)) for t in study.best_trials))
+        assert len(complete_trials(study)) == 4
+        assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert fronts[0] == fronts[1]
 
 
 @pytest.mark.parametrize("setting", ["method.trials=0", "method.sampler=random", "method.population=1", "method.slots=nope"])

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import bench.sweep as sweep_module
-from bench.runner import plan_runs
+from bench.runner import plan_runs, run_all
 from bench.store import ResultStore
 from bench.sweep import sweep
 from bench.training import seed_everything
@@ -51,20 +51,34 @@ def test_an_optuna_search_runs_as_tune_trials_and_resumes(tmp_path, ray_local):
     total = sum(t.user_attrs["train_seconds"] for t in trials)
     assert all(r["search_seconds"] == pytest.approx(total) for r in rows)
 
-    # The same study as a serial run: trial 0 (full width) gives the same values the method's objective gives.
-    ctx = RunContext(task=spec.build_task(), seed=0, recipe=spec.recipe, progress=False)
-    seed_everything(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        out = run_trial(ctx, {"hidden": 64}, 0)
-    finally:
-        torch.set_num_threads(threads)
-    assert out["error"] == pytest.approx(trials[0].values[0], rel=1e-6) and out["flops"] == trials[0].values[1]
-
     # A restarted sweep of a finished run does nothing.
     assert sweep([spec], store, num_cpus=2, progress=False) == {"done": 0, "skipped": 1, "failed": 0}
     assert len(_study(store, spec).trials) == 4
+
+
+def _rows(store):
+    return sorted((r["task"], r["method"], r["seed"], r["label"], tuple(r["widths"].values()), r["flops"], r["params"],
+                   round(r["error"], 6), r["info"].get("val_error")) for r in store.rows())
+
+
+@pytest.mark.parametrize("task,extra", [("synthetic", ["train.steps=40"]), ("vad", ["task.model=crnn", "train.steps=6"])])
+def test_a_sweep_stores_what_a_serial_run_stores_optuna_included(task, extra, tmp_path, ray_local):
+    """Both call one objective; the full-width trial is the dense model the baseline shares."""
+    specs = plan_runs([task], ["baseline", "optuna"], [0], "smoke", ["method.trials=3", "method.population=2", *extra])
+    swept = ResultStore(str(tmp_path / "swept.db"))
+    # Two CPUs per trial on a 2-CPU instance: one trial at a time, so each proposal sees the same finished trials.
+    assert sweep(specs, swept, num_cpus=2, cpus_per_trial=2, progress=False) == {"done": 2, "skipped": 0, "failed": 0}
+    serial = ResultStore(str(tmp_path / "serial.db"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the trials' threads: the same arithmetic
+    try:
+        run_all(specs, serial, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert _rows(swept) == _rows(serial) and len(_rows(serial)) >= 2
+    dense = [r for r in swept.rows() if r["method"] == "baseline"][0]
+    full = [r for r in swept.rows() if r["method"] == "optuna" and r["widths"] == dense["widths"]]
+    assert not full or full[0]["error"] == dense["error"]  # the search's full-width trial is the shared dense model
 
 
 def test_a_restarted_sweep_runs_only_the_missing_trials(tmp_path, ray_local, monkeypatch):
