@@ -28,6 +28,7 @@ from torch import nn
 from bench.config import ConfigError
 from bench.registry import register_method
 from methods.dynamic.common import DynamicWidthMethod, WidthController
+from tasks.speech.frontend import LogMel, spread_bands
 
 _LAM_EPS = 1e-3
 SLOT_NOISE = ("shared", "first", "each")
@@ -42,6 +43,7 @@ class NoiseInjectionConfig:
     preset: str = ""  # the paper's setup instead of `slots` (docs/method.md), e.g. paper
     width_lr: float | None = None  # learning rate of the kappas; None: crosses [0, 1] in a quarter of the recipe
     kappa_init: float = 1.0  # starting kappa (1 = full width)
+    mel_bands: str = "low"  # low: the first K of the mel bands survive; spread: bands reordered so the first K span 0-8 kHz
     slot_noise: str = "shared"  # boundary noise: one draw per slot and pass (shared), first mask only (first), per mask (each)
 
     def validate(self) -> None:
@@ -56,6 +58,8 @@ class NoiseInjectionConfig:
             raise ValueError(f"cost_weight must be >= 0, got {self.cost_weight}")
         if not 0 < self.kappa_init <= 1:
             raise ValueError(f"kappa_init must be in (0, 1], got {self.kappa_init}")
+        if self.mel_bands not in ("low", "spread"):
+            raise ValueError(f"mel_bands must be low or spread, got {self.mel_bands!r}")
         if self.slot_noise not in SLOT_NOISE:
             raise ValueError(f"slot_noise must be one of {', '.join(SLOT_NOISE)}, got {self.slot_noise!r}")
 
@@ -151,7 +155,23 @@ class NoiseInjection(DynamicWidthMethod):
         if self.config.kappa_min:
             self.knob = "kappa_min"  # the paper's grid: one run per bound, no target
 
+    def validate(self, task) -> None:
+        super().validate(task)
+        if self.config.mel_bands == "spread" and not _mel_front_ends(task.build_model()):
+            raise ConfigError(f"noise_injection: mel_bands=spread needs a log-mel front end; task {task.name} has none")
+
+    def prepare_model(self, model: nn.Module) -> None:
+        """With `mel_bands=spread`, reorder the filterbank before training: the bands a
+        consolidation keeps (the first K, persistent buffer rows) then span the full range."""
+        if self.config.mel_bands == "spread":
+            for logmel in _mel_front_ends(model):
+                spread_bands(logmel)
+
     def make_controller(self, task, slots, flops, knob: float, steps: int) -> NoiseInjectionController:
         if self.knob == "kappa_min":
             return NoiseInjectionController(task, slots, flops, self.config, None, knob, steps, self.ties(task))
         return NoiseInjectionController(task, slots, flops, self.config, knob, 0.0, steps, self.ties(task))
+
+
+def _mel_front_ends(model: nn.Module) -> list[LogMel]:
+    return [m for m in model.modules() if isinstance(m, LogMel)]

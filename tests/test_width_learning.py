@@ -149,3 +149,40 @@ def test_gates_saturate_and_land_on_their_target(one_thread):
     assert summary["saturated_gates"] > 0.8 and summary["final_sigma"] == pytest.approx(0.05)
     kept = len(controller.keep()["hidden"])
     assert float(flops.ratio({"hidden": kept})) == pytest.approx(0.25, rel=0.1)
+
+
+def test_spread_mel_bands_keep_bands_over_the_whole_range_and_consolidate_exactly():
+    from tasks.speech.frontend import LogMel, mel_filters
+
+    task = make_task("vad", {"model": "crnn"})
+    method = NoiseInjection(NoiseInjectionConfig(mel_bands="spread", preset="paper", kappa_min=[0.25]))
+    method.validate(task)
+    slots = method.resolve_slots(task)
+    controller = method.make_controller(task, slots, FlopsModel.for_task(task, slots), 0.25, 120)
+    model = task.build_model()
+    method.prepare_model(model)
+    controller.bind(model)
+    with torch.no_grad():
+        controller.kappa["n_mels"].fill_(0.25)
+    batch = torch.randn(2, 4000) * 0.1
+    model.eval()
+    with torch.no_grad():
+        dynamic = model(batch)
+    keep = controller.keep()
+    unmask_weights(model)
+    small, widths = consolidate(task, model, keep)
+    assert widths["n_mels"] == 20
+    with torch.no_grad():
+        assert (small(batch) - dynamic).abs().max().item() <= 1e-5
+    (logmel,) = [m for m in small.modules() if isinstance(m, LogMel)]
+    peak_bin = logmel.filters.argmax(1).float() * 8000 / 256  # each kept band's centre, Hz
+    assert peak_bin.max() > 6000 and peak_bin.min() < 200  # low: all under ~0.6 kHz
+    low = torch.from_numpy(mel_filters(80))[:20].argmax(1).float() * 8000 / 256
+    assert low.max() < 700
+
+
+def test_spread_mel_bands_need_a_mel_front_end():
+    from bench.config import ConfigError
+
+    with pytest.raises(ConfigError, match="mel_bands=spread needs a log-mel front end"):
+        NoiseInjection(NoiseInjectionConfig(mel_bands="spread")).validate(make_task("synthetic", {}))

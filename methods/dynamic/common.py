@@ -163,6 +163,7 @@ class DynamicWidthMethod(Method):
         for knob in getattr(self.config, self.knob):
             controller = self.make_controller(task, slots, flops, knob, ctx.recipe.steps)
             model = task.build_model()
+            self.prepare_model(model)
             controller.bind(model)
             controller.record_every = max(1, ctx.recipe.steps // 100)
             report = ctx.train(model, hooks=controller, desc=f"{task.name}/{self.name} {self.label(knob)}")
@@ -191,3 +192,6 @@ class DynamicWidthMethod(Method):
 
     def make_controller(self, task, slots: list[str], flops: FlopsModel, knob: float, steps: int) -> WidthController:
         raise NotImplementedError
+
+    def prepare_model(self, model: nn.Module) -> None:
+        """Change the full model before training (default: nothing)."""
