@@ -28,7 +28,8 @@ class TrainingHooks:
     """Hooks a method may override; each has a fixed signature and a no-op default."""
 
     def parameters(self, model: nn.Module) -> list[dict[str, Any]] | None:
-        """Optimiser parameter groups, or None for all of `model.parameters()`."""
+        """Optimiser parameter groups, or None for all of `model.parameters()`. A group may set
+        "schedule" to a key of `SCHEDULES` (default "cosine")."""
         return None
 
     def extra_loss(self, model: nn.Module, step: int) -> torch.Tensor | None:
@@ -45,6 +46,16 @@ class TrainReport:
     seconds: float  # wall-clock training time
     final_loss: float  # mean task loss over the last 10% of steps
     loss_curve: list[float] = field(default_factory=list)  # mean task loss per 5% of training
+
+
+# Learning-rate multiplier per step, by a parameter group's "schedule" key (default cosine):
+# a hook's group (e.g. learned widths) may keep its own rate while the weights decay.
+SCHEDULES = {
+    "cosine": lambda step, steps: 0.5 * (1 + math.cos(math.pi * step / steps)),
+    "constant": lambda step, steps: 1.0,
+    # constant for the first half, then a cosine decay to zero: reach a balance fast, then settle on it
+    "hold_cosine": lambda step, steps: 0.5 * (1 + math.cos(math.pi * max(0.0, 2 * step / steps - 1))),
+}
 
 
 def seed_everything(seed: int) -> None:
@@ -95,7 +106,8 @@ def train(
         raise ValueError(f"training split of {task.name} has fewer examples than batch_size={recipe.batch_size}")
     params = hooks.parameters(model) or model.parameters()
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / recipe.steps)))
+    lambdas = [lambda s, f=SCHEDULES[g.get("schedule", "cosine")]: f(s, recipe.steps) for g in optimizer.param_groups]
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
     model.train()
     losses: list[float] = []
     start = time.perf_counter()

@@ -1,48 +1,87 @@
 """Does noise injection find the synthetic task's true width?
 
-For each teacher width, trains the dense student (baseline) and the noise-injection curve
-(one candidate per kappa_min) at scale `small`, then reports the knee of the curve: the
-smallest learned width whose error is within 2x of the dense student's. The claim checked
-(issue 3): the knee is within +-40% of the teacher's width.
+The student (64 hidden units) fits a tanh teacher of `--teacher-width` units. With a weak
+bound (kappa_min = 1/64: one unit) and no FLOP/s target (the plain cost
+`cost_weight * FLOP ratio`), the learned width should settle near the teacher's over a
+range of cost weights: a plateau. One training per weight; one line each, then
+`learned widths: ...` (integers, in order of weight). `--plot` draws learned width against
+cost weight for every teacher width given.
 
-    python benchmarks/synthetic_width.py --teacher 12 24 --seed 0 [--store PATH]
+    python benchmarks/synthetic_width.py --teacher-width 12 [--weights 0.01 0.03 ...] [--plot docs/figures/synthetic_width.png]
 """
 from __future__ import annotations
 
 import argparse
-import platform
-import tempfile
 import time
 
-from bench.runner import plan_runs, run_all
-from bench.store import ResultStore
+import torch
+
+from bench.training import train
+from methods.dynamic.flops_model import FlopsModel
+from methods.noise_injection import NoiseInjectionConfig, NoiseInjectionController
+from tasks.synthetic import SyntheticConfig, SyntheticTask
+
+WEIGHTS = [0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0]
 
 
-def knee(store: ResultStore, teacher: int, seed: int) -> tuple[int, float, list[tuple[int, float]]]:
-    """(knee width, dense error, [(width, error)] of the curve) for one teacher width."""
-    rows = [r for r in store.rows(task="synthetic") if r["task_config"]["teacher_width"] == teacher and r["seed"] == seed and r["status"] == "ok"]
-    dense = next(r["error"] for r in rows if r["method"] == "baseline")
-    curve = sorted((r["widths"]["hidden"], r["error"]) for r in rows if r["method"] == "noise_injection")
-    return min(w for w, e in curve if e <= 2 * dense), dense, curve
+def learned_width(teacher: int, cost_weight: float, seed: int = 0, scale: str = "small", steps: int | None = None) -> tuple[int, float]:
+    """(learned width, test NMSE) of noise injection with the plain cost at `cost_weight`."""
+    task = SyntheticTask(SyntheticConfig(teacher_width=teacher), scale=scale)
+    recipe = task.recipe() if steps is None else type(task.recipe())(**{**task.recipe().__dict__, "steps": steps})
+    slots = list(task.width_slots())
+    config = NoiseInjectionConfig(kappa_min=[1 / 64], cost_weight=cost_weight)
+    controller = NoiseInjectionController(task, slots, FlopsModel.for_task(task, slots), config, None, 1 / 64, recipe.steps)
+    torch.manual_seed(seed)
+    model = task.build_model()
+    controller.bind(model)
+    train(task, model, seed, recipe, hooks=controller, progress=False)
+    model.eval()
+    return controller.eval_width("hidden"), task.evaluate(model).error
+
+
+def plot(results: dict[int, list[int]], weights: list[float], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for i, (teacher, widths) in enumerate(sorted(results.items())):
+        line, = ax.plot(weights, widths, "o-", label=f"learned, teacher {teacher}")
+        ax.axhline(teacher, color=line.get_color(), ls="--", lw=1, label=f"teacher width {teacher}")
+    ax.set_xscale("log")
+    ax.set_xlabel("cost weight (plain FLOP cost, kappa_min = 1/64)")
+    ax.set_ylabel("learned hidden width")
+    ax.set_ylim(0, 64)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", type=int, nargs="+", default=[12, 24])
+    parser.add_argument("--teacher-width", type=int, nargs="+", default=[12])
+    parser.add_argument("--weights", type=float, nargs="+", default=WEIGHTS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", default="small")
-    parser.add_argument("--store", default=None, help="result store (default: a temporary one)")
+    parser.add_argument("--plot", default=None, help="save learned width against cost weight here (png)")
     args = parser.parse_args()
-    store = ResultStore(args.store or tempfile.mkdtemp() + "/width.db")
-    print(f"machine: {platform.processor() or platform.machine()}, scale {args.scale}, seed {args.seed}")
-    for teacher in args.teacher:
-        start = time.perf_counter()
-        specs = plan_runs(["synthetic"], ["baseline", "noise_injection"], [args.seed], args.scale, [f"task.teacher_width={teacher}"])
-        run_all(specs, store, progress=False)
-        width, dense, curve = knee(store, teacher, args.seed)
-        verdict = "within" if abs(width - teacher) <= 0.4 * teacher else "OUTSIDE"
-        print(f"teacher {teacher}: dense NMSE {dense:.4f}; curve (width, NMSE) {[(w, round(e, 4)) for w, e in curve]}")
-        print(f"  knee width {width} ({(width - teacher) / teacher:+.0%} of the teacher's, {verdict} +-40%), {time.perf_counter() - start:.0f} s")
+    torch.set_num_threads(1)
+    results = {}
+    for teacher in args.teacher_width:
+        widths = []
+        for weight in args.weights:
+            start = time.perf_counter()
+            width, error = learned_width(teacher, weight, args.seed, args.scale)
+            widths.append(width)
+            print(f"teacher {teacher} cost_weight {weight:g}: learned width {width}, test NMSE {error:.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
+        results[teacher] = widths
+    if args.plot:
+        plot(results, args.weights, args.plot)
+    for teacher in args.teacher_width:
+        if len(args.teacher_width) > 1:
+            print(f"teacher {teacher}:")
+        print("learned widths: " + " ".join(str(w) for w in results[teacher]))
 
 
 if __name__ == "__main__":

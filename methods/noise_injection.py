@@ -5,17 +5,17 @@ continuous width `K = kappa * N`, `k = floor(K)`, `lam = K - k`. In training its
 become: 1..k unchanged; feature k+1 = sqrt(lam) * x + sqrt(1 - lam) * sigma * noise (the
 variance-preserving mix, continuous in K, so the task loss has a gradient in kappa); the rest
 zero. The FLOP cost (`FlopsModel`, fitted to the benchmark's counter) of the continuous
-widths joins the loss. At evaluation there is no noise and the first round(K) features are
-kept, which is exactly what consolidation keeps, so the consolidated plain model computes
-the same outputs.
+widths joins the loss: `cost_weight * |ratio - target|` toward a FLOP/s target (the
+knob), or `cost_weight * ratio` for the paper's `kappa_min` grid. At evaluation there is no
+noise and the first round(K) features are kept, which is exactly what consolidation keeps.
 
-Choices not fixed by the paper (see shared/METHOD.md), and why:
-- `sigma` is the boundary feature's standard deviation over the batch (detached): noise at
-  the feature's own scale, whatever the layer's normalisation.
-- `lam` is clamped to [1e-3, 1 - 1e-3] inside the square roots: d sqrt(lam)/d lam is
-  1/(2 sqrt(lam)), unbounded at 0 and 1; the clamp keeps every kappa gradient finite.
-- `kappa` is a plain parameter (own learning rate `width_lr`), clamped to [kappa_min, 1]
-  after each step: the bound is hard, as in the paper, where widths end on it.
+docs/method.md explains every choice and the measurements behind them; in short:
+- `sigma` is the boundary feature's standard deviation over the batch (detached).
+- `lam` is clamped to [1e-3, 1 - 1e-3] inside the square roots (finite kappa gradients).
+- `kappa` has its own Adam group: no weight decay, short memories, a rate that can cross
+  the range in a quarter of the recipe, held for half of it, then decayed
+  (`WidthController.parameters`); clamped to its range after each step.
+- The boundary noise is drawn once per forward pass and slot (`slot_noise`).
 """
 from __future__ import annotations
 
@@ -28,96 +28,150 @@ from torch import nn
 from bench.config import ConfigError
 from bench.registry import register_method
 from methods.dynamic.common import DynamicWidthMethod, WidthController
+from tasks.speech.frontend import LogMel, spread_bands
 
 _LAM_EPS = 1e-3
+SLOT_NOISE = ("shared", "first", "each")
 
 
 @dataclass(frozen=True)
 class NoiseInjectionConfig:
-    # lower bound of kappa; one run per value. Not 0.0625 by default: in the small recipes the
-    # widths stop above 0.125 on every task, so that run repeated the 0.125 one exactly.
-    kappa_min: list[float] = field(default_factory=lambda: [0.5, 0.25, 0.125])
-    cost_weight: float = 2.0  # weight of the FLOP cost (FLOPs / dense FLOPs) in the loss
-    budget: float | None = None  # if set, the cost is relu(FLOP ratio - budget): only excess is penalised
+    target: list[float] = field(default_factory=lambda: [0.5, 0.25, 0.125])  # FLOP/s targets (of dense); one run each
+    kappa_min: list[float] = field(default_factory=list)  # the paper's grid instead: one run per bound, plain cost, no target
+    cost_weight: float | None = None  # weight of the FLOP cost; None: 10 toward a target, 2 on the kappa_min grid
     slots: list[str] = field(default_factory=list)  # dynamic slots; empty = all of the task's slots
-    width_lr: float = 0.01  # learning rate of the kappas
+    preset: str = ""  # the paper's setup instead of `slots` (docs/method.md), e.g. paper
+    width_lr: float | None = None  # learning rate of the kappas; None: crosses [0, 1] in a quarter of the recipe
     kappa_init: float = 1.0  # starting kappa (1 = full width)
+    mel_bands: str = "low"  # low: the first K of the mel bands survive; spread: bands reordered so the first K span 0-8 kHz
+    slot_noise: str = "shared"  # boundary noise: one draw per slot and pass (shared), first mask only (first), per mask (each)
 
     def validate(self) -> None:
-        bad = [k for k in self.kappa_min if not 0 < k <= 1]
+        bad = [k for k in list(self.kappa_min) + list(self.target) if not 0 < k <= 1]
         if bad:
-            raise ValueError(f"kappa_min must be in (0, 1], got {bad[0]}")
-        if self.cost_weight < 0:
+            raise ValueError(f"kappa_min and target values must be in (0, 1], got {bad[0]}")
+        if self.kappa_min and self.target != NoiseInjectionConfig().target:
+            raise ValueError("set either target (FLOP/s targets) or kappa_min (the paper's grid, no target), not both")
+        if not self.kappa_min and not self.target:
+            raise ValueError("give at least one target, or a kappa_min grid")
+        if self.cost_weight is not None and self.cost_weight < 0:
             raise ValueError(f"cost_weight must be >= 0, got {self.cost_weight}")
-        if self.budget is not None and not 0 < self.budget <= 1:
-            raise ValueError(f"budget must be in (0, 1], got {self.budget}")
         if not 0 < self.kappa_init <= 1:
             raise ValueError(f"kappa_init must be in (0, 1], got {self.kappa_init}")
+        if self.mel_bands not in ("low", "spread"):
+            raise ValueError(f"mel_bands must be low or spread, got {self.mel_bands!r}")
+        if self.slot_noise not in SLOT_NOISE:
+            raise ValueError(f"slot_noise must be one of {', '.join(SLOT_NOISE)}, got {self.slot_noise!r}")
 
 
 class NoiseInjectionController(WidthController):
-    def __init__(self, task, slots, flops, config, kappa_min: float):
-        super().__init__(task, slots, flops, config)
-        self.kappa_min = kappa_min
-        start = max(kappa_min, config.kappa_init)
-        self.bound_reached = config.kappa_init < kappa_min  # the bound acts on the start, or on a clamp below
-        self.kappa = nn.ParameterDict({s: nn.Parameter(torch.tensor(start)) for s in slots})
+    """`target` set: the hinge toward it, kappa >= one feature; else the plain cost with
+    kappa >= `kappa_min`. `ties`: groups of slots sharing one kappa (a preset's)."""
+
+    def __init__(self, task, slots, flops, config, target=None, kappa_min: float = 0.0, steps: int = 120, ties=()):
+        super().__init__(task, slots, flops, config, target, steps)
+        self.group = {s: s for s in slots}
+        for tie in ties:
+            self.group.update({s: tie[0] for s in tie})
+        self.low = {s: max(kappa_min, 1 / self.full[s]) for s in slots}  # at least one feature
+        self.kappa = nn.ParameterDict({g: nn.Parameter(torch.tensor(max(self.low[g], config.kappa_init))) for g in set(self.group.values())})
+        self._noise: dict[str, torch.Tensor] = {}  # this forward pass's boundary noise per slot
+
+    @property
+    def cost_weight(self) -> float:
+        if self.config.cost_weight is not None:
+            return self.config.cost_weight
+        return 2.0 if self.target is None else 10.0
+
+    def kappa_of(self, slot: str) -> nn.Parameter:
+        return self.kappa[self.group[slot]]
+
+    def bind(self, model: nn.Module) -> None:
+        super().bind(model)
+        model.register_forward_pre_hook(lambda module, args: self._noise.clear())  # a fresh draw per pass
 
     def width_parameters(self) -> list[nn.Parameter]:
         return list(self.kappa.values())
 
     def soft_widths(self) -> dict[str, torch.Tensor]:
-        return {s: self.kappa[s] * self.full[s] for s in self.slots}
+        return {s: self.kappa_of(s) * self.full[s] for s in self.slots}
 
     def eval_width(self, slot: str) -> int:
-        return max(1, min(self.full[slot], round(float(self.kappa[slot].detach()) * self.full[slot])))
+        return max(1, min(self.full[slot], round(float(self.kappa_of(slot).detach()) * self.full[slot])))
 
     def present(self, slot: str, training: bool) -> torch.Tensor | None:
         n = self.full[slot]
-        count = min(n, math.floor(float(self.kappa[slot].detach()) * n) + 1) if training else self.eval_width(slot)
+        count = min(n, math.floor(float(self.kappa_of(slot).detach()) * n) + 1) if training else self.eval_width(slot)
         return None if count >= n else torch.arange(n) < count
+
+    def boundary_noise(self, boundary: torch.Tensor, mask) -> torch.Tensor | None:
+        """Unit noise for the boundary feature at `mask` (None: pass it unmixed). The slot's
+        first mask in a forward pass draws it; later masks reuse it ("shared"), skip the
+        mix ("first"), or draw their own ("each"). Layout: the slot's dim moved last, so
+        masks over (B, d, T) and (B, T, d) share one draw per (batch, frame)."""
+        slot, mode = mask.slot, self.config.slot_noise
+        shape = boundary.movedim(mask.dim, -1).shape
+        drawn = self._noise.get(slot)
+        if drawn is not None and mode == "first":
+            return None
+        if drawn is None or mode == "each" or drawn.shape != shape:
+            drawn = self._noise[slot] = torch.randn(shape, dtype=boundary.dtype, device=boundary.device)
+        return drawn.movedim(-1, mask.dim)
 
     def transform(self, x: torch.Tensor, mask) -> torch.Tensor:
         n = x.shape[mask.dim]
         if not mask.training:
             keep = self.eval_width(mask.slot)
             return x if keep >= n else torch.cat([x.narrow(mask.dim, 0, keep), torch.zeros_like(x.narrow(mask.dim, keep, n - keep))], mask.dim)
-        width = self.kappa[mask.slot] * n
+        width = self.kappa_of(mask.slot) * n
         k = min(int(width.detach().floor()), n)
         if k >= n:
             return x
-        lam = (width - k).clamp(_LAM_EPS, 1 - _LAM_EPS)
         boundary = x.narrow(mask.dim, k, 1)
-        sigma = boundary.detach().float().std(unbiased=False).clamp_min(1e-6)
-        mixed = lam.sqrt() * boundary + (1 - lam).sqrt() * sigma * torch.randn_like(boundary)
+        noise = self.boundary_noise(boundary, mask)
+        if noise is None:
+            mixed = boundary
+        else:
+            lam = (width - k).clamp(_LAM_EPS, 1 - _LAM_EPS)
+            sigma = boundary.detach().float().std(unbiased=False).clamp_min(1e-6)
+            mixed = lam.sqrt() * boundary + (1 - lam).sqrt() * sigma * noise
         parts = [x.narrow(mask.dim, 0, k), mixed, torch.zeros_like(x.narrow(mask.dim, k + 1, n - k - 1))]
         return torch.cat(parts, mask.dim)
 
     def after_step(self, model: nn.Module, step: int) -> None:
         with torch.no_grad():
-            for kappa in self.kappa.values():
-                self.bound_reached |= bool(kappa < self.kappa_min)
-                kappa.clamp_(self.kappa_min, 1.0)
+            for group, kappa in self.kappa.items():
+                kappa.clamp_(max(self.low[s] for s in self.slots if self.group[s] == group), 1.0)
         super().after_step(model, step)
 
 
 @register_method("noise_injection")
 class NoiseInjection(DynamicWidthMethod):
-    description = "learn widths in training by feature noise injection + FLOP cost, then consolidate (the DCL method)"
+    description = "learn widths in training by feature noise injection + FLOP/s target, then consolidate (the DCL method)"
     Config = NoiseInjectionConfig
-    knob = "kappa_min"
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        if self.config.kappa_min:
+            self.knob = "kappa_min"  # the paper's grid: one run per bound, no target
 
     def validate(self, task) -> None:
-        slots = self.resolve_slots(task)
-        if self.config.budget is not None:
-            from methods.dynamic.flops_model import FlopsModel
+        super().validate(task)
+        if self.config.mel_bands == "spread" and not _mel_front_ends(task.build_model()):
+            raise ConfigError(f"noise_injection: mel_bands=spread needs a log-mel front end; task {task.name} has none")
 
-            flops = FlopsModel.for_task(task, slots)
-            for kmin in self.config.kappa_min:
-                floor = float(flops.ratio({s: max(1.0, kmin * task.width_slots()[s]) for s in slots}))
-                if floor > self.config.budget:
-                    raise ConfigError(f"noise_injection: budget {self.config.budget} cannot be met with kappa_min={kmin}: "
-                                      f"at the lowest widths the model still costs {floor:.3f} of the dense FLOPs")
+    def prepare_model(self, model: nn.Module) -> None:
+        """With `mel_bands=spread`, reorder the filterbank before training: the bands a
+        consolidation keeps (the first K, persistent buffer rows) then span the full range."""
+        if self.config.mel_bands == "spread":
+            for logmel in _mel_front_ends(model):
+                spread_bands(logmel)
 
-    def make_controller(self, task, slots, flops, knob: float) -> NoiseInjectionController:
-        return NoiseInjectionController(task, slots, flops, self.config, knob)
+    def make_controller(self, task, slots, flops, knob: float, steps: int) -> NoiseInjectionController:
+        if self.knob == "kappa_min":
+            return NoiseInjectionController(task, slots, flops, self.config, None, knob, steps, self.ties(task))
+        return NoiseInjectionController(task, slots, flops, self.config, knob, 0.0, steps, self.ties(task))
+
+
+def _mel_front_ends(model: nn.Module) -> list[LogMel]:
+    return [m for m in model.modules() if isinstance(m, LogMel)]

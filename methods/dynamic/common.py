@@ -1,4 +1,4 @@
-"""The lifecycle shared by methods that learn widths during training.
+"""The lifecycle shared by methods that learn widths during training (docs/method.md).
 
 prepare (full model, masks bound) → train with the method's hooks (extra loss = FLOP
 cost) → consolidate (a plain model at the learned widths). Subclasses supply a controller:
@@ -11,28 +11,38 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from bench.checkpoint import load_candidate
-from bench.config import config_hash
-from bench.store import ResultStore
+from bench.config import ConfigError
 from bench.training import TrainingHooks
 from methods.base import Candidate, Method, RunContext
 from methods.dynamic.flops_model import FlopsModel
 from methods.dynamic.layout import consolidate, mask_weights, slot_layout, unmask_weights
+from methods.dynamic.presets import preset_slots
 from tasks.base import width_masks
+
+# Share of the recipe in which Adam, moving a width parameter by about its learning rate
+# per step, can cross the parameter's whole range: the rate is `span / (CROSS_SHARE * steps)`.
+CROSS_SHARE = 0.25
+# Adam's betas for the width parameters: short memories, so a width turns back within a few
+# steps of crossing its target (with (0.9, 0.999) it overshot 0.5 down to 0.3 and stayed).
+WIDTH_BETAS = (0.5, 0.9)
 
 
 class WidthController(TrainingHooks):
-    """Training hooks that learn which features of each slot to keep."""
+    """Training hooks that learn which features of each slot to keep.
 
-    def __init__(self, task, slots: list[str], flops: FlopsModel, config: Any):
+    `target`: the FLOP/s target as a fraction of the dense model's; the cost is then
+    `cost_weight * |ratio - target|`. None: the plain cost `cost_weight * ratio`.
+    `steps`: the recipe's length, which sets the width parameters' learning rate.
+    """
+
+    span = 1.0  # range a width parameter has to be able to cross (kappa: 0..1)
+
+    def __init__(self, task, slots: list[str], flops: FlopsModel, config: Any, target: float | None = None, steps: int = 120):
         self.task, self.slots, self.flops, self.config = task, slots, flops, config
+        self.target, self.steps = target, steps
         self.full = task.width_slots()
         self.trajectory: dict[str, list[list[float]]] = {s: [] for s in slots}
         self.record_every = 1
-        # Whether the knob's bound (kappa_min, the gates' budget) ever acted in training. If
-        # not, a run with a lower bound trains exactly this model (see `DynamicWidthMethod`).
-        # None: the controller does not track it.
-        self.bound_reached: bool | None = None
 
     # Subclasses implement these four.
     def width_parameters(self) -> list[nn.Parameter]:
@@ -60,16 +70,32 @@ class WidthController(TrainingHooks):
         self.model = model
         mask_weights(model, slot_layout(self.task, self.slots), lambda slot: self.present(slot, model.training))
 
+    @property
+    def width_lr(self) -> float:
+        """`config.width_lr`, or by default a rate at which the width parameters can cross
+        their range in `CROSS_SHARE` of the recipe, whatever its length."""
+        return self.config.width_lr or self.span / (CROSS_SHARE * self.steps)
+
     def parameters(self, model: nn.Module) -> list[dict[str, Any]]:
-        return [{"params": list(model.parameters())}, {"params": self.width_parameters(), "lr": self.config.width_lr, "weight_decay": 0.0}]
+        # Own group: no weight decay (it would pull widths to 0); the rate held for the first
+        # half of the recipe (the weights' cosine decay froze the widths long before the cost
+        # was balanced), then decayed, so the widths settle on the balance they found.
+        return [{"params": list(model.parameters())},
+                {"params": self.width_parameters(), "lr": self.width_lr, "weight_decay": 0.0,
+                 "schedule": "hold_cosine", "betas": WIDTH_BETAS}]
 
     def extra_loss(self, model: nn.Module, step: int) -> torch.Tensor:
-        return self.config.cost_weight * self.cost()
+        return self.cost_weight * self.cost()
+
+    @property
+    def cost_weight(self) -> float:
+        return self.config.cost_weight
 
     def cost(self) -> torch.Tensor:
         ratio = self.flops.ratio(self.soft_widths())
-        budget = getattr(self.config, "budget", None)
-        return ratio if budget is None else torch.relu(ratio - budget)
+        # Two-sided: under a one-sided hinge the widths random-walked below the target once
+        # they had reached it (VAD CRNN, target 0.5: 0.42 at the end), since nothing pulled them back.
+        return ratio if self.target is None else (ratio - self.target).abs()
 
     def after_step(self, model: nn.Module, step: int) -> None:
         if step % self.record_every == 0:
@@ -84,38 +110,64 @@ class WidthController(TrainingHooks):
             keep[s] = torch.arange(self.full[s]) if present is None else torch.nonzero(present).flatten()
         return keep
 
+    def summary(self) -> dict[str, Any]:
+        """What the candidate's info records about the end of training (subclasses add)."""
+        return {}
+
 
 class DynamicWidthMethod(Method):
     """Base of `noise_injection` and `stochastic_gates`; subclasses supply `make_controller`.
 
-    Their knob is a bound that only acts once reached (kappa's floor; the budget below which
-    the FLOP cost is flat). A run whose bound never acted trains exactly what any lower
-    bound would (training is seeded), so a run with a lower bound reuses such a finished
-    run's model from the store, re-evaluated and re-measured, instead of training again. On
-    the speech tasks' small recipes the widths stop above kappa_min 0.25 and the gates' FLOP
-    ratio above budget 0.25, so the 0.125 runs cost an evaluation.
+    The knob is `target`: one run per FLOP/s target (a fraction of the dense model's), each
+    reached through the cost `cost_weight * |ratio - target|`. Default targets under
+    the floor (every dynamic slot at one feature) are left out with a note.
     """
 
-    reuses_higher_knob = True
+    knob = "target"
+    target_field = "target"
+
+    def resolve_slots(self, task) -> list[str]:
+        """The dynamic slots: the preset's, else `config.slots`, else all of the task's."""
+        if self.config.preset:
+            if self.config.slots:
+                raise ConfigError(f"{self.name}: set either preset or slots, not both")
+            return preset_slots(task, self.config.preset, self.name).slots
+        return super().resolve_slots(task)
+
+    def ties(self, task) -> list[list[str]]:
+        """Groups of slots that share one width parameter (only presets tie slots)."""
+        return preset_slots(task, self.config.preset, self.name).ties if self.config.preset else []
+
+    def floor(self, task) -> float:
+        """FLOP ratio with one feature per dynamic slot: no target below it can be met."""
+        slots = self.resolve_slots(task)
+        return float(FlopsModel.for_task(task, slots).ratio({s: 1.0 for s in slots}))
+
+    def validate(self, task) -> None:
+        self.resolve_slots(task)
+        if self.knob != "target" or self.config.target == type(self.config)().target:
+            return  # default targets this task cannot meet are left out in knob_values
+        floor = self.floor(task)
+        for target in self.config.target:
+            if target < floor:
+                raise ConfigError(f"{self.name}: target {target} cannot be met on task {task.name}: with one feature "
+                                  f"per dynamic slot the model still costs {floor:.3f} of the dense FLOP/s")
+
+    def label(self, knob: float) -> str:
+        preset = f"preset={self.config.preset} " if self.config.preset else ""
+        return f"{preset}{self.knob}={knob}"
 
     def candidates(self, ctx: RunContext) -> Iterator[Candidate]:
-        twin = self.unbound_twin(ctx)
-        if twin is not None:
-            model, _ = load_candidate(ctx.models_dir / twin["model_path"])
-            yield Candidate(model=model, widths=twin["widths"], label=f"{self.knob}={getattr(self.config, self.knob)[0]}",
-                            train_seconds=twin["train_seconds"],  # the training it stands for
-                            search_seconds=twin["search_seconds"] - twin["train_seconds"],
-                            info={**twin["info"], "same_as": twin["run_key"]})
-            return
         task = ctx.task
         slots = self.resolve_slots(task)
         flops = FlopsModel.for_task(task, slots)
         for knob in getattr(self.config, self.knob):
-            controller = self.make_controller(task, slots, flops, knob)
+            controller = self.make_controller(task, slots, flops, knob, ctx.recipe.steps)
             model = task.build_model()
+            self.prepare_model(model)
             controller.bind(model)
             controller.record_every = max(1, ctx.recipe.steps // 100)
-            report = ctx.train(model, hooks=controller, desc=f"{task.name}/{self.name} {self.knob}={knob}")
+            report = ctx.train(model, hooks=controller, desc=f"{task.name}/{self.name} {self.label(knob)}")
             model.eval()
             keep = controller.keep()
             unmask_weights(model)
@@ -123,36 +175,24 @@ class DynamicWidthMethod(Method):
             yield Candidate(
                 model=small,
                 widths=widths,
-                label=f"{self.knob}={knob}",
+                label=self.label(knob),
                 train_seconds=report.seconds,
-                train_steps=report.steps,
+                train_steps=ctx.recipe.steps,
+                target_ratio=knob if self.knob == "target" else None,
                 info={
                     "width_trajectory": controller.trajectory,
                     "final_soft_widths": {s: float(w.detach()) for s, w in controller.soft_widths().items()},
                     "predicted_flops": float(flops({s: len(keep[s]) for s in slots})),
+                    "predicted_ratio": float(flops.ratio({s: len(keep[s]) for s in slots})),
+                    "width_lr": controller.width_lr,
                     "final_train_loss": report.final_loss,
                     "loss_curve": report.loss_curve,
-                    "bound_reached": controller.bound_reached,
+                    **controller.summary(),
                 },
             )
 
-    def make_controller(self, task, slots: list[str], flops: FlopsModel, knob: float) -> WidthController:
+    def make_controller(self, task, slots: list[str], flops: FlopsModel, knob: float, steps: int) -> WidthController:
         raise NotImplementedError
 
-    def unbound_twin(self, ctx: RunContext) -> dict[str, Any] | None:
-        """A finished run in the store with this run's task, seed and settings but a higher
-        knob value whose bound never acted (the lowest such), or None."""
-        values = getattr(self.config, self.knob)
-        if len(values) != 1 or not (ctx.store_url and ctx.models_dir and ctx.config):
-            return None
-
-        def without_knob(config: dict[str, Any]) -> str:
-            config = {k: v for k, v in config.items() if k != "seed"}
-            return config_hash({**config, "method": {**config["method"], self.knob: None}})
-
-        key = without_knob(ctx.config)
-        found = [r for r in ResultStore(ctx.store_url, ctx.models_dir).rows(task=ctx.config["task"]["name"], method=self.name)
-                 if r["status"] == "ok" and r["seed"] == ctx.seed and r["method_config"][self.knob][0] > values[0]
-                 and (r["info"] or {}).get("bound_reached") is False and without_knob(r["config"]) == key
-                 and (ctx.models_dir / r["model_path"]).is_file()]
-        return min(found, key=lambda r: r["method_config"][self.knob][0], default=None)
+    def prepare_model(self, model: nn.Module) -> None:
+        """Change the full model before training (default: nothing)."""

@@ -42,6 +42,31 @@ def mel_filters(n_mels: int, f_min: float = 20.0, f_max: float = 8000.0) -> np.n
     return fb / np.maximum(fb.sum(1, keepdims=True), 1e-9)
 
 
+def spread_order(n: int) -> list[int]:
+    """The band indices 0..n-1 reordered so that every prefix spreads over the whole range:
+    by the van der Corput sequence (0, 1/2, 1/4, 3/4, ...) of each band's position. A model
+    that keeps its first K bands then keeps K bands from the lowest to the highest
+    frequency, not the lowest K."""
+    def radical_inverse(i: int) -> float:
+        out, scale = 0.0, 0.5
+        while i:
+            out, i, scale = out + scale * (i & 1), i >> 1, scale / 2
+        return out
+
+    order: list[int] = []
+    for i in range(4 * n):  # enough draws to meet every band at least once
+        band = min(n - 1, int(radical_inverse(i) * n))
+        if band not in order:
+            order.append(band)
+    return order + [b for b in range(n) if b not in order]
+
+
+def spread_bands(logmel: "LogMel") -> None:
+    """Reorder `logmel`'s filterbank rows by `spread_order` (in place)."""
+    with torch.no_grad():
+        logmel.filters.copy_(logmel.filters[spread_order(logmel.filters.shape[0])])
+
+
 def power(spec: torch.Tensor) -> torch.Tensor:
     """|z|^2 of a complex STFT as re^2 + im^2: 4x faster on CPU than abs().pow(2)."""
     return spec.real.square() + spec.imag.square()
