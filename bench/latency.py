@@ -4,6 +4,7 @@ Two runtimes (PyTorch eager and ONNX Runtime) and two shapes: an offline recordi
 streaming (chunks with the state carried). Each figure is a `Timing`; `bench.measure`
 stores them as records with the runtime, threads, input shape and machine.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -75,8 +76,14 @@ def ort_offline(session, x: torch.Tensor, repeats: int, warmup: int) -> Timing:
     return time_calls(lambda: session.run(None, feed), repeats, warmup)
 
 
-def run_stream(step: Callable[..., Sequence], start_state: list, audio, chunk: int, lookahead: int,
-               on_call: Callable[[float], None] | None = None) -> list:
+def run_stream(
+    step: Callable[..., Sequence],
+    start_state: list,
+    audio,
+    chunk: int,
+    lookahead: int,
+    on_call: Callable[[float], None] | None = None,
+) -> list:
     """Feed `audio` (batch, samples) through `step` in chunks, carrying the state; outputs per chunk.
 
     The first call takes `lookahead` samples and its outputs are dropped; the last chunk
@@ -90,8 +97,11 @@ def run_stream(step: Callable[..., Sequence], start_state: list, audio, chunk: i
         piece = rest[:, begin : begin + chunk]
         if piece.shape[1] < chunk:
             pad = chunk - piece.shape[1]
-            piece = (torch.nn.functional.pad(piece, (0, pad)) if isinstance(piece, torch.Tensor)
-                     else np.pad(piece, ((0, 0), (0, pad))))
+            piece = (
+                torch.nn.functional.pad(piece, (0, pad))
+                if isinstance(piece, torch.Tensor)
+                else np.pad(piece, ((0, 0), (0, pad)))
+            )
         start = time.perf_counter()
         scores, *state = step(piece, *state)
         if on_call is not None:
@@ -100,7 +110,9 @@ def run_stream(step: Callable[..., Sequence], start_state: list, audio, chunk: i
     return outputs
 
 
-def stream_timing(step: Callable[..., Sequence], start_state: list, audio, chunk: int, lookahead: int, warmup: int) -> Timing:
+def stream_timing(
+    step: Callable[..., Sequence], start_state: list, audio, chunk: int, lookahead: int, warmup: int
+) -> Timing:
     """Per-chunk wall time over one pass through `audio`; the first `warmup` chunks untimed."""
     times: list[float] = []
     run_stream(step, start_state, audio, chunk, lookahead, on_call=lambda s: times.append(s * 1e3))
@@ -115,6 +127,7 @@ def torch_stream_step(streamer: nn.Module) -> Callable[..., Sequence]:
     def step(chunk, *state):
         with torch.inference_mode():
             return streamer(chunk, *state)
+
     return step
 
 
@@ -123,6 +136,7 @@ def ort_stream_step(session) -> Callable[..., Sequence]:
 
     def step(chunk, *state):
         return session.run(None, dict(zip(names, (np.asarray(chunk), *(np.asarray(s) for s in state)))))
+
     return step
 
 

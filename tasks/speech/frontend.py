@@ -59,13 +59,15 @@ def stft_power(wave: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor, b
     index = list(range(bins)) if isinstance(bins, int) else bins
     if torch.onnx.is_in_onnx_export():
         return _dft_power(wave, n_fft, hop, window, index if index is not None else list(range(n_fft // 2 + 1)), center)
-    spec = torch.stft(wave, n_fft, hop_length=hop, win_length=window.numel(), window=window, center=center, return_complex=True)
+    spec = torch.stft(wave, n_fft, hop_length=hop, win_length=window.numel(), window=window, center=center,
+                      return_complex=True)
     if index is not None:
         spec = spec[:, : len(index)] if index == list(range(len(index))) else spec[:, index]
     return power(spec)
 
 
-def _dft_power(wave: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor, bins: list[int], center: bool) -> torch.Tensor:
+def _dft_power(wave: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor, bins: list[int],
+               center: bool) -> torch.Tensor:
     """`stft_power` as Conv1d: kernels are the window times cos and -sin of each listed bin,
     over the window's span only (torch centres a short window in the n_fft frame)."""
     win = int(window.numel())  # a plain int: while tracing, numel() is a traced value
