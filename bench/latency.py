@@ -71,6 +71,16 @@ def torch_offline(model: nn.Module, x: torch.Tensor, repeats: int, warmup: int, 
         return time_calls(lambda: model(x), repeats, warmup)
 
 
+def cpu_latency_ms(model: nn.Module, x: torch.Tensor, repeats: int = 30, warmup: int = 5) -> float:
+    """PyTorch's median ms on `x` at one thread, in the calling process (for models no file rebuilds)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return torch_offline(model, x, repeats, warmup).median_ms
+    finally:
+        model.train(was_training)
+
+
 def ort_offline(session, x: torch.Tensor, repeats: int, warmup: int) -> Timing:
     feed = {session.get_inputs()[0].name: x.numpy()}
     return time_calls(lambda: session.run(None, feed), repeats, warmup)

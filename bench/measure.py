@@ -186,6 +186,7 @@ def measure_store(
         for r in store.rows()
         if r["status"] == "ok"
         and r.get("model_path")
+        and not (r.get("info") or {}).get("reference")  # an outside model: no file rebuilds it (timed by the runner)
         and (force or not r.get("latency"))
         and (run_keys is None or r["run_key"] in run_keys)
     ]
