@@ -19,26 +19,34 @@ from torch import nn
 
 @dataclass(frozen=True)
 class Timing:
-    """Wall time of repeated calls, in milliseconds."""
+    """Wall time of repeated calls, in milliseconds, and the calling thread's CPU time."""
 
     median_ms: float
     p10_ms: float  # 10th percentile: the spread's low end
     p90_ms: float  # 90th percentile: the spread's high end
     calls: int  # timed calls (after `warmup` untimed ones)
     warmup: int
+    # Median CPU time of the calling thread per call: at one thread both runtimes compute in
+    # it, and time spent waiting for a core that other programs hold is not counted.
+    cpu_median_ms: float
+
+
+def _summary(wall_ms: list[float], cpu_ms: list[float], warmup: int) -> Timing:
+    p10, p90 = np.percentile(wall_ms, [10, 90])
+    return Timing(statistics.median(wall_ms), float(p10), float(p90), len(wall_ms), warmup, statistics.median(cpu_ms))
 
 
 def time_calls(call: Callable[[], object], repeats: int, warmup: int) -> Timing:
     """Time `call` `repeats` times after `warmup` untimed calls."""
     for _ in range(warmup):
         call()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         call()
-        times.append((time.perf_counter() - start) * 1e3)
-    p10, p90 = np.percentile(times, [10, 90])
-    return Timing(statistics.median(times), float(p10), float(p90), repeats, warmup)
+        cpu.append((time.thread_time() - start_cpu) * 1e3)
+        wall.append((time.perf_counter() - start) * 1e3)
+    return _summary(wall, cpu, warmup)
 
 
 class one_thread:
@@ -92,12 +100,12 @@ def run_stream(
     audio,
     chunk: int,
     lookahead: int,
-    on_call: Callable[[float], None] | None = None,
+    on_call: Callable[[float, float], None] | None = None,
 ) -> list:
     """Feed `audio` (batch, samples) through `step` in chunks, carrying the state; outputs per chunk.
 
     The first call takes `lookahead` samples and its outputs are dropped; the last chunk
-    is zero-padded to `chunk`. `on_call(seconds)` sees the wall time of every later call.
+    is zero-padded to `chunk`. `on_call(wall, cpu)` sees the seconds of every later call.
     Works for torch tensors and numpy arrays alike (`step` decides the runtime).
     """
     state = list(start_state)
@@ -112,10 +120,10 @@ def run_stream(
                 if isinstance(piece, torch.Tensor)
                 else np.pad(piece, ((0, 0), (0, pad)))
             )
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         scores, *state = step(piece, *state)
         if on_call is not None:
-            on_call(time.perf_counter() - start)
+            on_call(time.perf_counter() - start, time.thread_time() - start_cpu)
         outputs.append(scores)
     return outputs
 
@@ -124,13 +132,14 @@ def stream_timing(
     step: Callable[..., Sequence], start_state: list, audio, chunk: int, lookahead: int, warmup: int
 ) -> Timing:
     """Per-chunk wall time over one pass through `audio`; the first `warmup` chunks untimed."""
-    times: list[float] = []
-    run_stream(step, start_state, audio, chunk, lookahead, on_call=lambda s: times.append(s * 1e3))
+    times: list[tuple[float, float]] = []
+    run_stream(
+        step, start_state, audio, chunk, lookahead, on_call=lambda wall, cpu: times.append((wall * 1e3, cpu * 1e3))
+    )
     timed = times[warmup:]
     if not timed:
         raise ValueError(f"{len(times)} chunks leave none to time after {warmup} warm-up chunks; give more audio")
-    p10, p90 = np.percentile(timed, [10, 90])
-    return Timing(statistics.median(timed), float(p10), float(p90), len(timed), warmup)
+    return _summary([w for w, _ in timed], [c for _, c in timed], warmup)
 
 
 def torch_stream_step(streamer: nn.Module) -> Callable[..., Sequence]:

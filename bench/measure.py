@@ -32,7 +32,8 @@ from bench.latency import (
 RUNTIMES = ("onnxruntime", "pytorch")
 # What each record holds: runtime and version, threads, shape (offline | streaming), input
 # shape, seconds of audio per call, chunk length (streaming), median and spread (10th-90th
-# percentile) in ms, calls and warm-up calls, real-time factor (time / audio), largest
+# percentile) in ms, the calling thread's median CPU ms, calls and warm-up calls,
+# real-time factor (time / audio), largest
 # difference to PyTorch's outputs (ONNX Runtime, offline), the ONNX file, machine, when.
 LATENCY_FIELDS = (
     "runtime",
@@ -45,6 +46,7 @@ LATENCY_FIELDS = (
     "median_ms",
     "p10_ms",
     "p90_ms",
+    "cpu_median_ms",
     "calls",
     "warmup",
     "rtf",

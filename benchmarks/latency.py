@@ -40,8 +40,11 @@ def stored_figure(row: dict, runtime: str, shape: str, seconds: float | None = N
     return None
 
 
-def _ms(r: dict | None) -> str:
-    return f"{r['median_ms']:.2f} ({r['p10_ms']:.2f}-{r['p90_ms']:.2f})" if r else "-"
+def _ms(r: dict | None, key: str = "median_ms") -> str:
+    if not r:
+        return "-"
+    spread = f" ({r['p10_ms']:.2f}-{r['p90_ms']:.2f})" if key == "median_ms" else ""
+    return f"{r[key]:.2f}{spread}"
 
 
 _FLOPS: dict = {}
@@ -61,7 +64,8 @@ def flops_at(store: ResultStore, row: dict, seconds: float) -> float:
     return _FLOPS[row["id"]]
 
 
-def table(store: ResultStore, rows: list[dict], seconds: float, figure=stored_figure) -> str:
+def table(store: ResultStore, rows: list[dict], seconds: float, figure=stored_figure, key: str = "median_ms") -> str:
+    """Markdown table of `key` (wall `median_ms`, or the thread's `cpu_median_ms`) per candidate and its speed-ups."""
     groups = defaultdict(list)
     for row in rows:
         if row["status"] == "ok" and row.get("latency"):
@@ -93,17 +97,14 @@ def table(store: ResultStore, rows: list[dict], seconds: float, figure=stored_fi
                 f"{cut:.1f}x",
                 f"{long_cut:.1f}x",
             ]
-            cells += [_ms(figure(row, *c)) for c in cols]
+            cells += [_ms(figure(row, *c), key) for c in cols]
             for c in cols:
                 a, b = figure(dense, *c), figure(row, *c)
-                cells.append(
-                    f"{a['median_ms'] / b['median_ms']:.2f}x ({a['median_ms'] / b['median_ms'] / cut:.2f})"
-                    if a and b
-                    else "-"
-                )
+                c_cut = cut if c[2] == 1.0 else long_cut
+                cells.append(f"{a[key] / b[key]:.2f}x ({a[key] / b[key] / c_cut:.2f})" if a and b else "-")
             for rt in ("onnxruntime", "pytorch"):
                 s = figure(row, rt, "streaming", None)
-                cells.append(f"{s['rtf']:.4f}" if s else "-")
+                cells.append(f"{s['rtf'] * s[key] / s['median_ms']:.4f}" if s else "-")  # RTF of this kind of time
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -161,15 +162,23 @@ def alternating(store: ResultStore, rows: list[dict], seconds: float, rounds: in
     for _ in range(rounds):
         rng.shuffle(order)
         for key in order:
-            medians[key].append(jobs[key]().median_ms)
+            timing = jobs[key]()
+            medians[key].append((timing.median_ms, timing.cpu_median_ms))
     chunk_s = chunk_ms / 1e3
 
     def figure(row, runtime, shape, s):
         values = medians.get((row["id"], runtime, shape, s if shape == "offline" else None))
         if not values:
             return None
-        m = statistics.median(values)
-        return {"median_ms": m, "p10_ms": min(values), "p90_ms": max(values), "rtf": m / 1e3 / (s or chunk_s)}
+        wall = [w for w, _ in values]
+        m = statistics.median(wall)
+        return {
+            "median_ms": m,
+            "p10_ms": min(wall),
+            "p90_ms": max(wall),
+            "rtf": m / 1e3 / (s or chunk_s),
+            "cpu_median_ms": statistics.median(c for _, c in values),
+        }
 
     return figure
 
@@ -248,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         else stored_figure
     )
     print(table(store, rows, args.seconds, figure))
+    print("\nThe same, by the calling thread's CPU time (waits for a busy core not counted):\n")
+    print(table(store, rows, args.seconds, figure, key="cpu_median_ms"))
     how = f"{args.rounds} alternating rounds of {args.repeats} calls" if args.rounds else "stored records"
     print(
         f"\n{how}; load average before {load[0]:.2f}, after {os.getloadavg()[0]:.2f}; "

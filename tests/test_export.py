@@ -123,6 +123,7 @@ def test_measurement_records_every_runtime_and_shape(tmp_path, one_thread):
     for r in records:
         assert set(r) <= set(LATENCY_FIELDS) and r["threads"] == 1 and r["machine"]["cpu_count"] >= 1
         assert 0 < r["p10_ms"] <= r["median_ms"] <= r["p90_ms"]
+        assert 0 < r["cpu_median_ms"] <= 10 * r["median_ms"]  # work done in the calling thread
         assert r["rtf"] == pytest.approx(r["median_ms"] / 1e3 / r["audio_seconds"])
     streaming = [r for r in records if r["shape"] == "streaming"]
     # 1 s + 256 reflected samples, less 352 in the start state and 640 in the first call: 10 chunks, 1 untimed.
