@@ -83,7 +83,7 @@ def measure_phase(store, run_keys: set[str] | None, args: argparse.Namespace, fo
 
     settings = latency_settings(args)
     print(
-        f"measuring latency of stored candidates ({settings.threads} thread(s), nothing else running)...",
+        f"measuring latency of stored candidates ({settings.threads} thread(s), after all training)...",
         file=sys.stderr,
     )
     done, failed = measure_store(store, settings, run_keys, force=force, progress=not getattr(args, "quiet", False))
