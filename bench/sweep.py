@@ -135,7 +135,8 @@ def _study_name(spec: RunSpec) -> str:
     return f"bench:{spec.run_key}"  # the name the method gives its study
 
 
-def _search(spec: RunSpec, store_url: str, ray_dir: Path, cpus_per_trial: int, progress: bool, name: str, callbacks: list | None = None) -> int:
+def _search(spec: RunSpec, store_url: str, ray_dir: Path, cpus_per_trial: int, progress: bool, name: str, callbacks: list | None = None,
+            resources: dict | None = None) -> int:
     """Run the trials still missing in the study of optuna run `spec` as Tune trials; returns how many."""
     import optuna
     from ray import tune
@@ -155,7 +156,7 @@ def _search(spec: RunSpec, store_url: str, ray_dir: Path, cpus_per_trial: int, p
     )
     trainable = tune.with_resources(
         tune.with_parameters(_optuna_trial, spec=spec, slots=method.resolve_slots(task), store_url=store_url, threads=cpus_per_trial),
-        {"cpu": cpus_per_trial},
+        resources or {"cpu": cpus_per_trial},
     )
     tuner = tune.Tuner(
         trainable,
@@ -219,7 +220,7 @@ def sweep(
             counts["done" if status == "done" else "failed"] += 1
     for spec in searches:  # one search at a time, its trials over the whole cluster
         try:
-            _search(spec, store_url, ray_dir, cpus_per_trial, progress, name, callbacks)
+            _search(spec, store_url, ray_dir, cpus_per_trial, progress, name, callbacks, resources)
         except Exception as err:  # stored as a failed run (not trained here instead); the other runs go on
             reason = _one_line(err)
             store.start_run(spec.run_key, spec.task, spec.method, spec.config_hash, spec.seed)
