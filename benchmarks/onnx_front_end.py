@@ -64,8 +64,13 @@ def dft_operator(path: str) -> None:
     """ONNX's DFT (opset 20) over ready-cut frames (1, frames, 512, 1), one-sided."""
     node = helper.make_node("DFT", ["x", "", "axis"], ["y"], onesided=1)
     axis = helper.make_tensor("axis", TensorProto.INT64, [], [2])
-    graph = helper.make_graph([node], "dft", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, None, N_FFT, 1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=[axis])
+    graph = helper.make_graph(
+        [node],
+        "dft",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, None, N_FFT, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[axis],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), path)
 
 
@@ -78,16 +83,29 @@ def main() -> None:
     torch.set_num_threads(1)
     x = 0.1 * torch.randn(1, round(args.seconds * 16000), generator=torch.Generator().manual_seed(0))
     reference = stft_power(x, N_FFT, HOP, torch.hann_window(WIN)).numpy()
-    frames = np.ascontiguousarray(torch.nn.functional.pad(x[:, None], (256, 256), mode="reflect")[0, 0]
-                                  .unfold(0, N_FFT, HOP).numpy()[None, :, :, None])
+    frames = np.ascontiguousarray(
+        torch.nn.functional.pad(x[:, None], (256, 256), mode="reflect")[0, 0]
+        .unfold(0, N_FFT, HOP)
+        .numpy()[None, :, :, None]
+    )
     feeds, sessions = {}, {}
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name, module in (("STFT operator", StftOperator()), ("strided convolution, full basis", FullBasisConv()),
-                             ("folded products (exported form)", Folded())):
+        for name, module in (
+            ("STFT operator", StftOperator()),
+            ("strided convolution, full basis", FullBasisConv()),
+            ("folded products (exported form)", Folded()),
+        ):
             path = os.path.join(tmp, f"{len(sessions)}.onnx")
-            torch.onnx.export(module, (x,), path, dynamo=False, opset_version=17, input_names=["x"],
-                              dynamic_axes={"x": {1: "samples"}})
+            torch.onnx.export(
+                module,
+                (x,),
+                path,
+                dynamo=False,
+                opset_version=17,
+                input_names=["x"],
+                dynamic_axes={"x": {1: "samples"}},
+            )
             sessions[name], feeds[name] = ort_session(path), {"x": x.numpy()}
             got = sessions[name].run(None, feeds[name])[0]
             assert got.shape == reference.shape and np.allclose(got, reference, rtol=1e-3, atol=1e-6), name
@@ -99,8 +117,10 @@ def main() -> None:
             for name, session in sessions.items():
                 t = time_calls(lambda: session.run(None, feeds[name]), args.repeats, 2)
                 results[name].append((t.median_ms, t.cpu_median_ms))
-    print(f"{args.seconds:g} s of audio, {reference.shape[-1]} frames; median of {args.rounds} rounds of "
-          f"{args.repeats} calls; load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"{args.seconds:g} s of audio, {reference.shape[-1]} frames; median of {args.rounds} rounds of "
+        f"{args.repeats} calls; load average {os.getloadavg()[0]:.2f}"
+    )
     for name, values in results.items():
         wall, cpu = statistics.median(v[0] for v in values), statistics.median(v[1] for v in values)
         print(f"  {name:<34} wall {wall:7.2f} ms   CPU {cpu:7.2f} ms")
