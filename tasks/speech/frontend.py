@@ -53,8 +53,9 @@ def stft_power(wave: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor, b
 
     While exporting to ONNX it is matrix products with the windowed DFT basis instead (same
     values within float32 rounding; `_dft_power`): ONNX has no complex tensors, and ONNX
-    Runtime's STFT operator took 2.6x a strided convolution's time on a 10 s file (one
-    thread). The cost grows with the bins computed, so callers list only those they read.
+    Runtime's STFT and DFT operators were several times slower than matrix products on a
+    10 s file (`benchmarks/onnx_front_end.py`). The cost grows with the bins computed, so
+    callers list only those they read.
     """
     index = list(range(bins)) if isinstance(bins, int) else bins
     if torch.onnx.is_in_onnx_export():
@@ -72,9 +73,8 @@ def _dft_power(wave: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor, b
 
     The window is symmetric about its centre c, which sits at n_fft / 2, so each bin is
     ``(-1)^k`` times a cosine sum over ``x[c+m] + x[c-m]`` and a sine sum over ``x[c+m] - x[c-m]``:
-    half the multiply-adds of the plain basis (ONNX Runtime, 10 s file, one thread: 3.7 ms
-    against 6.0 ms for a strided convolution with the full basis). The sign drops out of
-    the power.
+    half the multiply-adds of the plain basis (`benchmarks/onnx_front_end.py`: 4.5 ms against
+    7.2 ms for a strided convolution with the full basis). The sign drops out of the power.
     """
     win = int(window.numel())  # a plain int: while tracing, numel() is a traced value
     offset, half = (n_fft - win) // 2, win // 2
