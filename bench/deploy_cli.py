@@ -1,4 +1,5 @@
 """`bench export` and `bench latency`, and the measurement phase that ends `bench run` and `bench sweep`."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,36 +13,64 @@ from bench.measure import LatencySettings
 def _add_latency_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("latency measurement (after all training, in this process)")
     d = LatencySettings()
-    g.add_argument("--seconds", type=float, default=d.offline_seconds, help="seconds of audio per offline call (besides the 1 s example)")
-    g.add_argument("--chunk-ms", type=float, default=d.chunk_ms, help="streaming chunk length, a multiple of the model's hop")
-    g.add_argument("--stream-seconds", type=float, default=d.stream_seconds, help="seconds of audio fed through the stream")
+    g.add_argument(
+        "--seconds",
+        type=float,
+        default=d.offline_seconds,
+        help="seconds of audio per offline call (besides the 1 s example)",
+    )
+    g.add_argument(
+        "--chunk-ms", type=float, default=d.chunk_ms, help="streaming chunk length, a multiple of the model's hop"
+    )
+    g.add_argument(
+        "--stream-seconds", type=float, default=d.stream_seconds, help="seconds of audio fed through the stream"
+    )
     g.add_argument("--repeats", type=int, default=d.repeats, help="timed offline calls")
     g.add_argument("--warmup", type=int, default=d.warmup, help="untimed calls (or chunks) first")
-    g.add_argument("--latency-threads", type=int, default=d.threads, help="threads of ONNX Runtime and PyTorch while timing")
+    g.add_argument(
+        "--latency-threads", type=int, default=d.threads, help="threads of ONNX Runtime and PyTorch while timing"
+    )
 
 
 def latency_settings(args: argparse.Namespace) -> LatencySettings:
     """The settings the flags give (defaults where a command has none of them)."""
     d = LatencySettings()
-    settings = LatencySettings(getattr(args, "seconds", d.offline_seconds), getattr(args, "chunk_ms", d.chunk_ms),
-                               getattr(args, "stream_seconds", d.stream_seconds), getattr(args, "repeats", d.repeats),
-                               getattr(args, "warmup", d.warmup), getattr(args, "latency_threads", d.threads))
+    settings = LatencySettings(
+        getattr(args, "seconds", d.offline_seconds),
+        getattr(args, "chunk_ms", d.chunk_ms),
+        getattr(args, "stream_seconds", d.stream_seconds),
+        getattr(args, "repeats", d.repeats),
+        getattr(args, "warmup", d.warmup),
+        getattr(args, "latency_threads", d.threads),
+    )
     settings.validate()
     return settings
 
 
 def add_parsers(sub, formatter, add_store) -> None:
-    export = sub.add_parser("export", help="write a stored candidate as ONNX (dynamic batch and time axes)", formatter_class=formatter)
+    export = sub.add_parser(
+        "export", help="write a stored candidate as ONNX (dynamic batch and time axes)", formatter_class=formatter
+    )
     src = export.add_mutually_exclusive_group(required=True)
-    src.add_argument("--row", type=int, help="id of a result row in the store (`bench results --format json` shows ids)")
+    src.add_argument(
+        "--row", type=int, help="id of a result row in the store (`bench results --format json` shows ids)"
+    )
     src.add_argument("--candidate", metavar="PATH", help="a candidate file (.pt) saved by `bench run`")
     export.add_argument("--out", metavar="PATH", default=None, help="the .onnx file; unset: beside the candidate")
-    export.add_argument("--chunk-ms", type=float, default=LatencySettings().chunk_ms,
-                        help="also write the streaming step (NAME.stream.onnx) for this chunk length, where the task streams")
+    export.add_argument(
+        "--chunk-ms",
+        type=float,
+        default=LatencySettings().chunk_ms,
+        help="also write the streaming step (NAME.stream.onnx) for this chunk length, where the task streams",
+    )
     add_store(export)
 
-    latency = sub.add_parser("latency", help="measure stored candidates in ONNX Runtime and PyTorch (one thread, after warm-up)",
-                             formatter_class=formatter, epilog="Run it with nothing else busy on the machine's cores.")
+    latency = sub.add_parser(
+        "latency",
+        help="measure stored candidates in ONNX Runtime and PyTorch (one thread, after warm-up)",
+        formatter_class=formatter,
+        epilog="Run it with nothing else busy on the machine's cores.",
+    )
     add_store(latency)
     latency.add_argument("--force", action="store_true", help="measure candidates already measured again")
     latency.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -53,7 +82,10 @@ def measure_phase(store, run_keys: set[str] | None, args: argparse.Namespace, fo
     from bench.measure import measure_store
 
     settings = latency_settings(args)
-    print(f"measuring latency of stored candidates ({settings.threads} thread(s), nothing else running)...", file=sys.stderr)
+    print(
+        f"measuring latency of stored candidates ({settings.threads} thread(s), after all training)...",
+        file=sys.stderr,
+    )
     done, failed = measure_store(store, settings, run_keys, force=force, progress=not getattr(args, "quiet", False))
     print(f"latency: {done} candidate(s) measured, {failed} failed", file=sys.stderr)
     return failed
@@ -102,7 +134,9 @@ def _row_model(store, row_id: int) -> Path:
     if row is None:
         raise ConfigError(f"no result row {row_id} in {store.location}; `bench results --format json` lists the ids")
     if not row.get("model_path"):
-        raise ConfigError(f"result row {row_id} ({row['task']}/{row['method']}) has no saved model; choose a row with a model_path")
+        raise ConfigError(
+            f"result row {row_id} ({row['task']}/{row['method']}) has no saved model; choose a row with a model_path"
+        )
     return store.models_dir / row["model_path"]
 
 

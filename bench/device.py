@@ -3,6 +3,7 @@
 The CLI checks the choice and exports it as `BENCH_DEVICE`, so worker processes (local, or
 Ray on this machine) inherit it; a run reads it through its `RunContext.device`.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,10 +29,15 @@ def resolve_device(spec: str) -> torch.device:
         raise ConfigError(f"--device {spec!r} is not a device; use auto, cpu, cuda or cuda:N")
     if not torch.cuda.is_available():
         build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
-        raise ConfigError(f"--device {spec}: CUDA is not available here (torch {torch.__version__}, {build}); use --device cpu or auto")
+        raise ConfigError(
+            f"--device {spec}: CUDA is not available here (torch {torch.__version__}, {build}); "
+            "use --device cpu or auto"
+        )
     index = int(match.group(1) or 0)
     if index >= torch.cuda.device_count():
-        raise ConfigError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s), numbered from 0")
+        raise ConfigError(
+            f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s), numbered from 0"
+        )
     return torch.device("cuda", index)
 
 

@@ -20,6 +20,7 @@ from bench import provenance, targets
 from bench.checkpoint import save_candidate
 from bench.complexity import measure
 from bench.config import SCALES, ConfigError, TrainRecipe, apply_overrides, config_hash, field_names, parse_set, to_dict
+from bench.latency import cpu_latency_ms
 from bench.registry import get_method_class, get_task_class, method_names, task_names
 from bench.store import CLAIM_TTL, ResultStore
 from bench.training import seed_everything
@@ -310,7 +311,9 @@ def _finish_candidate(spec: RunSpec, store: ResultStore, ctx: RunContext, index:
         "target_ratio": cand.target_ratio,
         "achieved_ratio": achieved,
         "target_met": targets.met(achieved, cand.target_ratio),
-        "latency_ms": None,  # measured after all training (bench.measure), with nothing else on the cores
+        # Measured after all training (bench.measure), with nothing else on the cores; a reference
+        # (an outside model no candidate file rebuilds) only here.
+        "latency_ms": cpu_latency_ms(model, example) if info.get("reference") else None,
         "model_path": relpath,
         "info": info,
     }

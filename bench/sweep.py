@@ -143,7 +143,7 @@ def _study_name(spec: RunSpec) -> str:
 
 
 def _search(spec: RunSpec, store_url: str, models_dir: str, ray_dir: Path, cpus_per_trial: int, progress: bool, name: str,
-            callbacks: list | None = None) -> int:
+            callbacks: list | None = None, resources: dict | None = None) -> int:
     """Run the trials still missing in the study of optuna run `spec` as Tune trials; returns how many."""
     import optuna
     from ray import tune
@@ -164,7 +164,7 @@ def _search(spec: RunSpec, store_url: str, models_dir: str, ray_dir: Path, cpus_
     trainable = tune.with_resources(
         tune.with_parameters(_optuna_trial, spec=spec, slots=method.resolve_slots(task), store_url=store_url, models_dir=models_dir,
                              threads=cpus_per_trial),
-        {"cpu": cpus_per_trial},
+        resources or {"cpu": cpus_per_trial},
     )
     tuner = tune.Tuner(
         trainable,
@@ -236,7 +236,8 @@ def sweep(
                 if o.status != "busy":
                     counts[o.status] += 1
     for spec in searches:  # one search at a time, its trials over the whole cluster
-        counts[_claimed_search(spec, store, store_url, models_dir, ray_dir, cpus_per_trial, progress, name, callbacks)] += 1
+        counts[_claimed_search(spec, store, store_url, models_dir, ray_dir, cpus_per_trial, progress, name, callbacks,
+                               resources)] += 1
     return counts
 
 

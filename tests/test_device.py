@@ -1,4 +1,5 @@
 """`--device`: parsing, one-line errors without CUDA, and the device carried through training and evaluation."""
+
 import pytest
 import torch
 
@@ -17,8 +18,14 @@ def test_auto_and_cpu_resolve_on_a_machine_without_cuda():
     assert resolve_device(" AUTO ") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-@pytest.mark.parametrize("spec,message", [("gpu", "use auto, cpu, cuda or cuda:N"), ("cuda:x", "use auto, cpu, cuda or cuda:N"),
-                                          ("cpu:0", "use auto, cpu, cuda or cuda:N")])
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        ("gpu", "use auto, cpu, cuda or cuda:N"),
+        ("cuda:x", "use auto, cpu, cuda or cuda:N"),
+        ("cpu:0", "use auto, cpu, cuda or cuda:N"),
+    ],
+)
 def test_a_spec_that_is_no_device_is_refused(spec, message):
     with pytest.raises(ConfigError, match=message):
         resolve_device(spec)
@@ -28,7 +35,20 @@ def test_a_spec_that_is_no_device_is_refused(spec, message):
 @pytest.mark.parametrize("spec", ["cuda", "cuda:1"])
 def test_cuda_without_cuda_is_one_line_and_exit_2(spec, store_path, capsys, monkeypatch):
     monkeypatch.delenv(ENV, raising=False)
-    argv = ["run", "--task", "synthetic", "--method", "baseline", "--seed", "0", "--scale", "smoke", "--quiet", "--store", store_path]
+    argv = [
+        "run",
+        "--task",
+        "synthetic",
+        "--method",
+        "baseline",
+        "--seed",
+        "0",
+        "--scale",
+        "smoke",
+        "--quiet",
+        "--store",
+        store_path,
+    ]
     assert main([*argv, "--device", spec]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "CUDA is not available" in err[0] and "--device cpu" in err[0]
@@ -39,7 +59,9 @@ def test_the_chosen_device_reaches_workers_through_the_environment(monkeypatch):
     monkeypatch.delenv(ENV, raising=False)
     assert default_device() == torch.device("cpu")
     use_device("cpu")
-    assert default_device() == torch.device("cpu") and RunContext(task=None, seed=0, recipe=None).device == torch.device("cpu")
+    assert default_device() == torch.device("cpu") and RunContext(
+        task=None, seed=0, recipe=None
+    ).device == torch.device("cpu")
 
 
 def test_to_device_moves_nested_tensors_and_leaves_the_rest():

@@ -1,5 +1,6 @@
 """ONNX export: every task and model family round-trips through ONNX Runtime at any length;
 the streaming VAD gives the offline scores; the measurement phase stores its records."""
+
 import sqlite3
 
 import numpy as np
@@ -37,8 +38,14 @@ def test_saved_candidate_round_trips_through_onnx_runtime_at_two_lengths(name, o
     task = make_task(name, overrides)
     torch.manual_seed(0)
     widths = task.resolve_widths(_half_widths(task))
-    save_candidate(tmp_path / "c.pt", _trained_like(task.build_model(widths)), task=name, task_config=vars(task.config), widths=widths,
-                   meta={"method": "test"})
+    save_candidate(
+        tmp_path / "c.pt",
+        _trained_like(task.build_model(widths)),
+        task=name,
+        task_config=vars(task.config),
+        widths=widths,
+        meta={"method": "test"},
+    )
     model, info = load_candidate(tmp_path / "c.pt")
     path = export_offline(model, task, tmp_path / "c.onnx", info)
     session = ort_session(str(path))
@@ -53,7 +60,9 @@ def test_saved_candidate_round_trips_through_onnx_runtime_at_two_lengths(name, o
     if task.example_seconds:  # the longer file gives more frames (or the same one score): the time axis is dynamic
         assert session.get_inputs()[0].shape[1] == "samples"
     meta = read_metadata(path)
-    assert meta["task"] == name and meta["widths"] == widths and meta["front_end_included"] == bool(task.example_seconds)
+    assert (
+        meta["task"] == name and meta["widths"] == widths and meta["front_end_included"] == bool(task.example_seconds)
+    )
 
 
 def _crnn(seed: int = 0):
@@ -91,7 +100,9 @@ def test_streaming_step_in_onnx_runtime_gives_the_offline_scores(tmp_path, one_t
     step = ort_stream_step(ort_session(str(path)))
     # The exported step takes other chunk lengths too (its time axis is dynamic).
     for chunk in (1600, 480):
-        scores = np.concatenate(run_stream(step, [s.numpy() for s in state], rest.numpy(), chunk, streamer.lookahead), axis=1)
+        scores = np.concatenate(
+            run_stream(step, [s.numpy() for s in state], rest.numpy(), chunk, streamer.lookahead), axis=1
+        )
         n = offline.shape[1] - 6
         assert np.abs(scores[:, :n] - offline[:, :n]).max() <= 1e-4
 
@@ -107,10 +118,12 @@ def test_measurement_records_every_runtime_and_shape(tmp_path, one_thread):
     records = measure_candidate(model, task, tmp_path / "candidate0.pt", settings)
     kinds = {(r["runtime"], r["shape"], r["audio_seconds"]) for r in records}
     assert kinds == {(rt, "offline", s) for rt in ("onnxruntime", "pytorch") for s in (1.0, 2.0)} | {
-        (rt, "streaming", 0.1) for rt in ("onnxruntime", "pytorch")}
+        (rt, "streaming", 0.1) for rt in ("onnxruntime", "pytorch")
+    }
     for r in records:
         assert set(r) <= set(LATENCY_FIELDS) and r["threads"] == 1 and r["machine"]["cpu_count"] >= 1
         assert 0 < r["p10_ms"] <= r["median_ms"] <= r["p90_ms"]
+        assert 0 < r["cpu_median_ms"] <= 10 * r["median_ms"]  # work done in the calling thread
         assert r["rtf"] == pytest.approx(r["median_ms"] / 1e3 / r["audio_seconds"])
     streaming = [r for r in records if r["shape"] == "streaming"]
     # 1 s + 256 reflected samples, less 352 in the start state and 640 in the first call: 10 chunks, 1 untimed.
@@ -122,12 +135,31 @@ def test_measurement_records_every_runtime_and_shape(tmp_path, one_thread):
 def test_chunk_that_is_not_a_whole_number_of_hops_is_refused(tmp_path):
     task, model = _crnn()
     with pytest.raises(Exception, match="multiple of the model's 10 ms hop"):
-        measure_candidate(model, task, tmp_path / "c.pt", LatencySettings(chunk_ms=15, offline_seconds=1.0, repeats=1, warmup=0))
+        measure_candidate(
+            model, task, tmp_path / "c.pt", LatencySettings(chunk_ms=15, offline_seconds=1.0, repeats=1, warmup=0)
+        )
 
 
 def test_export_and_latency_commands(store_path, tmp_path, capsys):
-    assert main(["run", "--task", "synthetic", "--method", "baseline", "--seed", "0", "--scale", "smoke", "--quiet",
-                 "--store", store_path]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--task",
+                "synthetic",
+                "--method",
+                "baseline",
+                "--seed",
+                "0",
+                "--scale",
+                "smoke",
+                "--quiet",
+                "--store",
+                store_path,
+            ]
+        )
+        == 0
+    )
     row = ResultStore(store_path).rows()[0]
     assert row["latency_ms"] > 0 and {r["runtime"] for r in row["latency"]} == {"onnxruntime", "pytorch"}
     out = tmp_path / "m.onnx"
@@ -139,12 +171,15 @@ def test_export_and_latency_commands(store_path, tmp_path, capsys):
     assert ResultStore(store_path).rows()[0]["latency"][0]["calls"] == 2
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["export", "--row", "999"], "no result row 999"),
-    (["export", "--candidate", "/nonexistent/c.pt"], "does not exist"),
-    (["latency", "--chunk-ms", "0"], "must be positive"),
-    (["latency", "--repeats", "0"], "repeats >= 1"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["export", "--row", "999"], "no result row 999"),
+        (["export", "--candidate", "/nonexistent/c.pt"], "does not exist"),
+        (["latency", "--chunk-ms", "0"], "must be positive"),
+        (["latency", "--repeats", "0"], "repeats >= 1"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(argv, message, store_path, capsys):
     assert main([*argv, "--store", store_path]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -177,6 +212,8 @@ def test_onnx_front_end_computes_only_the_bins_the_kept_mel_bands_read(model_fam
         expected = model(x).numpy()
     assert np.abs(ort_session(str(path)).run(None, {"input": x.numpy()})[0] - expected).max() <= 1e-4
     graph = onnx.load(str(path)).graph
-    tensors = list(graph.initializer) + [a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
-    dft = [t for t in tensors if list(t.dims[1:]) == [1, 400]]  # the DFT basis: cos and sin kernels per bin
-    assert [t.dims[0] for t in dft] == [2 * read] and read < 257 // 4
+    tensors = list(graph.initializer) + [
+        a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"
+    ]
+    dft = [t for t in tensors if len(t.dims) == 2 and t.dims[0] == 200]  # the DFT bases: half a window by bins
+    assert [t.dims[1] for t in dft] == [read, read] and read < 257 // 4

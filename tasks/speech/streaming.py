@@ -14,6 +14,7 @@ Each convolution looks 2 frames ahead, so the scores lag the newest frame by 4 f
 count. Scores equal the offline model's except the last 6 frames of a recording, which
 offline computes from reflected audio (2 frames) and zero-padded features (4 more).
 """
+
 from __future__ import annotations
 
 import torch
@@ -43,8 +44,13 @@ class StreamingCRNN(Streamer):
             raise ValueError(f"streaming needs more than {pad} samples, got {wave.shape[-1]}")
         padded = torch.cat([wave[:, 1 : pad + 1].flip(-1), wave], dim=1)
         b, conv1 = wave.shape[0], m.conv[0].out_channels
-        state = [padded[:, :keep], wave.new_zeros(b, m.conv[0].in_channels, CONTEXT), wave.new_zeros(b, conv1, CONTEXT),
-                 wave.new_zeros(1, b, m.gru.hidden_size), torch.zeros(1, dtype=torch.long)]
+        state = [
+            padded[:, :keep],
+            wave.new_zeros(b, m.conv[0].in_channels, CONTEXT),
+            wave.new_zeros(b, conv1, CONTEXT),
+            wave.new_zeros(1, b, m.gru.hidden_size),
+            torch.zeros(1, dtype=torch.long, device=wave.device),
+        ]
         return state, padded[:, keep:]
 
     def forward(self, chunk, tail, feats, conv1, hidden, frame):
@@ -55,7 +61,7 @@ class StreamingCRNN(Streamer):
         x1 = torch.cat([feats, f], dim=2)
         c1, bn1, relu1, mask1, c2, bn2, relu2, mask2 = m.conv
         g = mask1(relu1(bn1(F.conv1d(x1, c1.weight, c1.bias))))
-        g = g * ((frame - CONTEXT // 2 + torch.arange(n)) >= 0).to(g.dtype)  # before the start: offline's zero padding
+        g = g * ((frame - CONTEXT // 2 + torch.arange(n, device=g.device)) >= 0).to(g.dtype)  # before the start: offline's zero padding
         x2 = torch.cat([conv1, g], dim=2)
         h = mask2(relu2(bn2(F.conv1d(x2, c2.weight, c2.bias)))).transpose(1, 2)
         out, new_hidden = nn.GRU.forward(m.gru, h, hidden)
