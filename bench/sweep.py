@@ -60,8 +60,8 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
         return
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "error"}
     try:
-        if address in (None, "local"):
-            ray.init(num_cpus=num_cpus or os.cpu_count(), **kwargs)
+        if address in (None, "local"):  # "local": a new instance, never a cluster already running on this machine
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), **kwargs)
         else:
             ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError) as err:
