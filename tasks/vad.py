@@ -31,6 +31,10 @@ from tasks.speech.vad_models import CRNN, TransformerVAD
 
 # Clips per split (train, val, test) and clip length in seconds, per scale.
 _SIZES = {"smoke": (24, 8, 16, 2.0), "small": (1600, 150, 300, 2.0), "full": (8000, 500, 2000, 4.0)}
+# Training clips are cut into consecutive pieces of this many seconds (a whole clip when it
+# is as long). Val and test keep whole clips. The GRU steps through time one frame after
+# another, so more, shorter clips per batch train on more audio per second.
+_TRAIN_PIECE_SECONDS = {"smoke": 2.0, "small": 2.0, "full": 4.0}
 _RECIPES = {
     "smoke": TrainRecipe(steps=20, batch_size=8, lr=3e-3),
     "small": TrainRecipe(steps=120, batch_size=16, lr=6e-3),
@@ -154,7 +158,9 @@ class VadTask(SpeechTask):
 
     def dataset(self, split: str) -> AudioDataset:
         d = self.data(split)
-        return AudioDataset(d["audio"], d["labels"])
+        if split != "train":
+            return AudioDataset(d["audio"], d["labels"])
+        return AudioDataset(*cut_clips(d["audio"], d["labels"], _TRAIN_PIECE_SECONDS[self.scale]))
 
     # --- training and evaluation -------------------------------------------------------------
     def loss(self, model: nn.Module, batch) -> torch.Tensor:
@@ -176,3 +182,18 @@ class VadTask(SpeechTask):
         return Evaluation(error=100 * metrics.eer(scores, labels), breakdowns=breakdowns,
                           secondary={"auc": metrics.auc(scores, labels)})
 
+
+
+def cut_clips(audio: np.ndarray, labels: np.ndarray, seconds: float) -> tuple[np.ndarray, np.ndarray]:
+    """Cut every clip into consecutive pieces of `seconds` (the rest is dropped), each with its
+    frames' labels: frame j of piece k is frame k * hop_frames + j of the clip (10 ms hop,
+    frames centred on samples j * 160), so neighbouring pieces share one boundary frame."""
+    samples = int(round(seconds * vad_data.SAMPLE_RATE))
+    if samples % 160:
+        raise ConfigError(f"training piece of {seconds} s is not a whole number of 10 ms frames")
+    per_clip, frames = audio.shape[1] // samples, samples // 160
+    if per_clip <= 1:
+        return audio, labels
+    audio = audio[:, : per_clip * samples].reshape(len(audio) * per_clip, samples)
+    labels = np.stack([labels[:, k * frames : k * frames + frames + 1] for k in range(per_clip)], 1)
+    return audio, labels.reshape(len(audio), frames + 1)
