@@ -19,7 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -51,13 +51,14 @@ class Result:
     error_2s: float
     seconds_s: float
     seeds: list[int]
+    seed_gaps: list[float] = field(default_factory=list)  # relative gap of each seed alone
     failure: str = ""  # reason when a run failed
 
     def passed(self, tolerance: float) -> bool:
         return not self.failure and converged(self.error_s, self.error_2s, tolerance)
 
 
-HEADER = f"{'task/family':<22} {'S':>6} {'val@S':>9} {'val@2S':>9} {'gap':>8}  {'verdict':<7} {'train s@S':>9}  seeds"
+HEADER = f"{'task/family':<22} {'S':>6} {'val@S':>9} {'val@2S':>9} {'gap':>8}  {'verdict':<7} {'train s@S':>9}  seeds (gap of each)"
 
 
 def format_line(r: Result, tolerance: float) -> str:
@@ -65,7 +66,7 @@ def format_line(r: Result, tolerance: float) -> str:
         return f"{r.target:<22} {r.steps:>6} {'-':>9} {'-':>9} {'-':>8}  {'FAIL':<7} {'-':>9}  {r.seeds}  ({r.failure})"
     verdict = "PASS" if r.passed(tolerance) else "FAIL"
     return (f"{r.target:<22} {r.steps:>6} {r.error_s:>9.4g} {r.error_2s:>9.4g} {relative_gap(r.error_s, r.error_2s):>+8.1%}  "
-            f"{verdict:<7} {r.seconds_s:>9.1f}  {r.seeds}")
+            f"{verdict:<7} {r.seconds_s:>9.1f}  {r.seeds} ({', '.join(f'{g:+.1%}' for g in r.seed_gaps)})")
 
 
 def summary_line(results: list[Result], tolerance: float) -> str:
@@ -112,7 +113,8 @@ def measure(tasks: list[str], seeds: list[int], scale: str, settings: list[str],
             results.append(Result(target, n, float("nan"), float("nan"), float("nan"), seeds_used, failure=failed[0]))
             continue
         results.append(Result(target, n, statistics.mean(a[0] for a, _ in outcome), statistics.mean(b[0] for _, b in outcome),
-                              statistics.mean(a[1] for a, _ in outcome), seeds_used))
+                              statistics.mean(a[1] for a, _ in outcome), seeds_used,
+                              [relative_gap(a[0], b[0]) for a, b in outcome]))
     return results
 
 

@@ -35,10 +35,10 @@ def test_relative_gap():
 
 
 def test_lines_and_summary():
-    ok = convergence.Result("vad/crnn", 480, 3.0, 2.9, 12.5, [0, 1])
+    ok = convergence.Result("vad/crnn", 480, 3.0, 2.9, 12.5, [0, 1], [0.02, 0.05])
     bad = convergence.Result("synthetic", 800, 0.5, 0.1, 0.4, [0])
     failed = convergence.Result("antispoof", 120, math.nan, math.nan, math.nan, [0], failure="NonFiniteLossError: nan")
-    assert re.fullmatch(r"vad/crnn\s+480\s+3\s+2\.9\s+\+3\.4%\s+PASS\s+12\.5\s+\[0, 1\]", convergence.format_line(ok, 0.1))
+    assert re.fullmatch(r"vad/crnn\s+480\s+3\s+2\.9\s+\+3\.4%\s+PASS\s+12\.5\s+\[0, 1\] \(\+2\.0%, \+5\.0%\)", convergence.format_line(ok, 0.1))
     assert " FAIL " in convergence.format_line(bad, 0.1) and "+400.0%" in convergence.format_line(bad, 0.1)
     assert "NonFiniteLossError" in convergence.format_line(failed, 0.1) and " FAIL " in convergence.format_line(failed, 0.1)
     assert convergence.summary_line([ok, bad, failed], 0.1) == (
