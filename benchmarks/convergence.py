@@ -58,14 +58,16 @@ class Result:
         return not self.failure and converged(self.error_s, self.error_2s, tolerance)
 
 
-HEADER = f"{'task/family':<22} {'S':>6} {'val@S':>9} {'val@2S':>9} {'gap':>8}  {'verdict':<7} {'train s@S':>9}  seeds (gap of each)"
+HEADER = (f"{'task/family':<22} {'S':>6} {'val@S':>9} {'val@2S':>9} {'gap':>8}  {'verdict':<7} {'train s@S':>9}  "
+          "seeds (gap of each)")
 
 
 def format_line(r: Result, tolerance: float) -> str:
     if r.failure:
         return f"{r.target:<22} {r.steps:>6} {'-':>9} {'-':>9} {'-':>8}  {'FAIL':<7} {'-':>9}  {r.seeds}  ({r.failure})"
     verdict = "PASS" if r.passed(tolerance) else "FAIL"
-    return (f"{r.target:<22} {r.steps:>6} {r.error_s:>9.4g} {r.error_2s:>9.4g} {relative_gap(r.error_s, r.error_2s):>+8.1%}  "
+    gap = relative_gap(r.error_s, r.error_2s)
+    return (f"{r.target:<22} {r.steps:>6} {r.error_s:>9.4g} {r.error_2s:>9.4g} {gap:>+8.1%}  "
             f"{verdict:<7} {r.seconds_s:>9.1f}  {r.seeds} ({', '.join(f'{g:+.1%}' for g in r.seed_gaps)})")
 
 
@@ -112,8 +114,8 @@ def measure(tasks: list[str], seeds: list[int], scale: str, settings: list[str],
         if failed:
             results.append(Result(target, n, float("nan"), float("nan"), float("nan"), seeds_used, failure=failed[0]))
             continue
-        results.append(Result(target, n, statistics.mean(a[0] for a, _ in outcome), statistics.mean(b[0] for _, b in outcome),
-                              statistics.mean(a[1] for a, _ in outcome), seeds_used,
+        mean_s, mean_2s = statistics.mean(a[0] for a, _ in outcome), statistics.mean(b[0] for _, b in outcome)
+        results.append(Result(target, n, mean_s, mean_2s, statistics.mean(a[1] for a, _ in outcome), seeds_used,
                               [relative_gap(a[0], b[0]) for a, b in outcome]))
     return results
 
@@ -121,12 +123,14 @@ def measure(tasks: list[str], seeds: list[int], scale: str, settings: list[str],
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", nargs="+", default=["all"], help="task names or all (default: all)")
-    parser.add_argument("--seed", type=int, nargs="+", default=[0], help="seeds; errors and seconds are their means (default: 0)")
+    parser.add_argument("--seed", type=int, nargs="+", default=[0],
+                        help="seeds; errors and seconds are their means (default: 0)")
     parser.add_argument("--scale", default="small", help="smoke | small | full (default: small)")
     parser.add_argument("--steps", type=int, default=None, help="S (default: the recipe's steps)")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="SCOPE.KEY=VALUE",
                         help="setting as in `bench run`, e.g. task.model=crnn or train.lr=3e-3 (repeatable)")
-    parser.add_argument("--tolerance", type=float, default=0.10, help="largest relative gap that passes (default: 0.10)")
+    parser.add_argument("--tolerance", type=float, default=0.10,
+                        help="largest relative gap that passes (default: 0.10)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, as a benchmark run uses (default: 1)")
     parser.add_argument("--store", default=None, help="result store (default: a new temporary one)")
     parser.add_argument("--progress", action="store_true", help="show training progress bars")

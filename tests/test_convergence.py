@@ -38,9 +38,11 @@ def test_lines_and_summary():
     ok = convergence.Result("vad/crnn", 480, 3.0, 2.9, 12.5, [0, 1], [0.02, 0.05])
     bad = convergence.Result("synthetic", 800, 0.5, 0.1, 0.4, [0])
     failed = convergence.Result("antispoof", 120, math.nan, math.nan, math.nan, [0], failure="NonFiniteLossError: nan")
-    assert re.fullmatch(r"vad/crnn\s+480\s+3\s+2\.9\s+\+3\.4%\s+PASS\s+12\.5\s+\[0, 1\] \(\+2\.0%, \+5\.0%\)", convergence.format_line(ok, 0.1))
+    pattern = r"vad/crnn\s+480\s+3\s+2\.9\s+\+3\.4%\s+PASS\s+12\.5\s+\[0, 1\] \(\+2\.0%, \+5\.0%\)"
+    assert re.fullmatch(pattern, convergence.format_line(ok, 0.1))
     assert " FAIL " in convergence.format_line(bad, 0.1) and "+400.0%" in convergence.format_line(bad, 0.1)
-    assert "NonFiniteLossError" in convergence.format_line(failed, 0.1) and " FAIL " in convergence.format_line(failed, 0.1)
+    failed_line = convergence.format_line(failed, 0.1)
+    assert "NonFiniteLossError" in failed_line and " FAIL " in failed_line
     assert convergence.summary_line([ok, bad, failed], 0.1) == (
         "summary (1/3 converged within 10%): vad/crnn PASS, synthetic FAIL, antispoof FAIL")
 
@@ -64,7 +66,8 @@ def test_smoke_run_through_the_runner(tmp_path, capsys, one_thread):
         assert f"{target} {verdict}" in lines[-1]
     # The runs are ordinary baseline runs in the store, at S and 2S steps, saved models included.
     rows = ResultStore(store_path).rows()
-    assert sorted((r["task"], r["config"]["train"]["steps"]) for r in rows) == [("synthetic", 6), ("synthetic", 12), ("vad", 6), ("vad", 12)]
+    steps = sorted((r["task"], r["config"]["train"]["steps"]) for r in rows)
+    assert steps == [("synthetic", 6), ("synthetic", 12), ("vad", 6), ("vad", 12)]
     assert all(r["method"] == "baseline" and r["status"] == "ok" for r in rows)
 
 
