@@ -38,7 +38,7 @@ def _pg_bin() -> str | None:
 @pytest.fixture(scope="module")
 def postgres():
     """A PostgreSQL server on 127.0.0.1 for this module; yields its SQLAlchemy URL."""
-    pytest.importorskip("psycopg", reason="psycopg (the PostgreSQL driver) is not installed: pip install 'psycopg[binary]'")
+    pytest.importorskip("psycopg", reason="the PostgreSQL driver is not installed: pip install psycopg[binary]")
     bindir = _pg_bin()
     if bindir is None:
         pytest.skip("PostgreSQL's server programs are not installed (apt-get install -y postgresql)")
@@ -74,7 +74,8 @@ def cluster():
     from ray.cluster_utils import Cluster
 
     fast_failure = {"health_check_period_ms": 500, "health_check_failure_threshold": 3}
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False, "_system_config": fast_failure})
+    head = {"num_cpus": 1, "include_dashboard": False, "_system_config": fast_failure}
+    c = Cluster(initialize_head=True, head_node_args=head)
     worker = c.add_node(num_cpus=1, resources={"second_node": 1})
     c.wait_for_nodes(timeout=60)
     ray.init(address=c.address, log_to_driver=False, logging_level="error")
@@ -108,6 +109,11 @@ def test_a_sweep_over_two_nodes_into_postgres_writes_every_row_once(postgres, cl
     assert sweep(specs, store, address=c.address, progress=False) == {"done": 0, "skipped": 4, "failed": 0}
 
 
+def _finished(store, keys):
+    """Run key -> (row id, error) of the finished runs among `keys`."""
+    return {r["run_key"]: (r["id"], r["error"]) for r in store.rows() if r["status"] == "ok" and r["run_key"] in keys}
+
+
 def test_killing_the_worker_node_mid_sweep_loses_no_finished_run(postgres, cluster, tmp_path):
     c, worker = cluster
     specs = _specs([10, 11, 12, 13, 14, 15])
@@ -119,12 +125,12 @@ def test_killing_the_worker_node_mid_sweep_loses_no_finished_run(postgres, clust
     while time.time() < deadline and not [s for s in specs if store.run_status(s.run_key) == "ok"]:
         time.sleep(0.2)
     keys = {s.run_key for s in specs}
-    finished = {r["run_key"]: (r["id"], r["error"]) for r in store.rows() if r["status"] == "ok" and r["run_key"] in keys}
+    finished = _finished(store, keys)
     assert finished, "no run finished"
     c.remove_node(worker, allow_graceful=False)
     thread.join(timeout=600)
     assert not thread.is_alive() and sum(first.values()) == len(specs)
-    after_kill = {r["run_key"]: (r["id"], r["error"]) for r in store.rows() if r["status"] == "ok" and r["run_key"] in keys}
+    after_kill = _finished(store, keys)
     assert {k: after_kill[k] for k in finished} == finished  # no finished run lost or redone
     again = sweep(specs, store, address=c.address, progress=False)  # the restarted sweep does the rest
     assert again["failed"] == 0 and again["skipped"] >= len(finished)

@@ -82,12 +82,13 @@ def test_two_commands_on_one_store_never_train_a_run_twice(store_path, tmp_path)
 
 
 def test_a_dead_worker_is_retried_once_then_its_run_fails_with_the_reason(store_path, tmp_path):
-    proc = _bench(["run", "--task", "synthetic", "--method", "killer", "baseline", "--seed", "0", "1", "--scale", "smoke",
-                   "--quiet", "--jobs", "2", "--store", store_path], tmp_path)
+    proc = _bench(["run", "--task", "synthetic", "--method", "killer", "baseline", "--seed", "0", "1",
+                   "--scale", "smoke", "--quiet", "--jobs", "2", "--store", store_path], tmp_path)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 1, err
     assert "2 run(s) done" in out or "3 run(s) done" in out
-    assert re.search(r"failed: synthetic/killer seed 1: WorkerDied: its worker process died 2 times \(exit code -9", err), err
+    died = r"failed: synthetic/killer seed 1: WorkerDied: its worker process died 2 times \(exit code -9"
+    assert re.search(died, err), err
     assert "running it again in a new worker" in err
     status = {(r["method"], r["seed"]): r for r in ResultStore(store_path).rows()}
     assert status[("killer", 1)]["status"] == "failed" and "died 2 times" in status[("killer", 1)]["reason"]
@@ -110,8 +111,8 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_workers_exit_when_the_main_process_is_killed(sig, store_path, tmp_path):
-    proc = _bench(["run", "--task", "synthetic", "--method", "sleeper", "--seed", "0", "1", "--scale", "smoke", "--quiet",
-                   "--jobs", "2", "--store", store_path], tmp_path)
+    proc = _bench(["run", "--task", "synthetic", "--method", "sleeper", "--seed", "0", "1", "--scale", "smoke",
+                   "--quiet", "--jobs", "2", "--store", store_path], tmp_path)
     store = ResultStore(store_path)
     deadline = time.time() + 120
     while time.time() < deadline and len(store.rows()) == 0 and sum(_is_running(store, s) for s in (0, 1)) < 2:
@@ -132,4 +133,5 @@ def _is_running(store, seed):
 
     from bench.store import runs
     with store.engine.connect() as conn:
-        return conn.execute(sa.select(sa.func.count()).where(runs.c.seed == seed, runs.c.status == "running")).scalar() > 0
+        query = sa.select(sa.func.count()).where(runs.c.seed == seed, runs.c.status == "running")
+        return conn.execute(query).scalar() > 0
