@@ -136,3 +136,26 @@ def _is_running(store, seed):
     with store.engine.connect() as conn:
         query = sa.select(sa.func.count()).where(runs.c.seed == seed, runs.c.status == "running")
         return conn.execute(query).scalar() > 0
+
+
+def test_a_sweep_driver_never_runs_a_search_another_driver_holds(store_path, monkeypatch):
+    import threading
+
+    import bench.sweep as sweep_module
+    from bench.runner import plan_runs
+
+    [spec] = plan_runs(["synthetic"], ["optuna"], [0], "smoke", ["method.trials=2"])
+    store = ResultStore(store_path)
+    assert store.claim(spec.run_key, "elsewhere:1:x")  # another driver, alive on another host
+    monkeypatch.setattr(sweep_module, "CLAIM_TTL", 0.4)  # poll every 0.1 s
+    monkeypatch.setattr(sweep_module, "_search", lambda *a: pytest.fail("ran a search another driver holds"))
+
+    def other_driver_finishes():
+        time.sleep(1.0)
+        store.start_run(spec.run_key, spec.task, spec.method, spec.config_hash, spec.seed)
+        store.finish_run(spec.run_key, [], "ok", None, 1.0)
+
+    thread = threading.Thread(target=other_driver_finishes)
+    thread.start()
+    assert sweep_module._claimed_search(spec, store, "unused", "models", None, 1, False, "n", None) == "skipped"
+    thread.join()
