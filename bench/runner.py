@@ -217,7 +217,8 @@ def execute(spec: RunSpec, store: ResultStore, progress: bool = True) -> RunOutc
         return RunOutcome(spec, "skipped", store.rows(run_key=spec.run_key))
     with store.claimed(spec.run_key) as ours:
         if not ours:
-            return RunOutcome(spec, "busy", reason=f"being run by {store.claim_holder(spec.run_key) or 'another process'}")
+            holder = store.claim_holder(spec.run_key) or "another process"
+            return RunOutcome(spec, "busy", reason=f"being run by {holder}")
         if store.run_status(spec.run_key) == "ok":  # finished by the claim's previous holder
             return RunOutcome(spec, "skipped", store.rows(run_key=spec.run_key))
         return _execute_claimed(spec, store, progress)
@@ -349,6 +350,13 @@ def _base_row(spec: RunSpec) -> dict[str, Any]:
     }
 
 
+def store_failure(spec: RunSpec, store: ResultStore, reason: str) -> RunOutcome:
+    """Store `spec` as failed with `reason`, for a failure outside `execute` (a dead worker)."""
+    store.start_run(spec.run_key, spec.task, spec.method, spec.config_hash, spec.seed)
+    store.finish_run(spec.run_key, [{**_base_row(spec), "status": "failed", "reason": reason}], "failed", reason, 0.0)
+    return RunOutcome(spec, "failed", [], reason)
+
+
 def _one_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
@@ -368,7 +376,8 @@ def run_all(specs: list[RunSpec], store: ResultStore, progress: bool = True, job
     if later and len(later) < len(specs):
         first = [s for s in specs if not get_method_class(s.method).runs_after_others]
         return run_all(first, store, progress, jobs, threads) + run_all(later, store, progress, jobs, threads)
-    prepare_data([s for s in specs if store.run_status(s.run_key) != "ok"])  # bad data or cache: one line, before any run
+    # A bad corpus or cache is one line before any run, not a failure of each run.
+    prepare_data([s for s in specs if store.run_status(s.run_key) != "ok"])
     if jobs > 1 and len(specs) > 1:
         from bench.workers import run_parallel
 
@@ -406,7 +415,8 @@ class RunProgress:
     def __init__(self, total: int, desc: str, enabled: bool, done: int = 0):
         self.total, self.done = total, done
         self.lines = enabled and not sys.stderr.isatty()
-        self.bar = tqdm(total=total, initial=done, desc=desc, unit="run", disable=not enabled or self.lines or None, dynamic_ncols=True)
+        self.bar = tqdm(total=total, initial=done, desc=desc, unit="run", disable=not enabled or self.lines or None,
+                        dynamic_ncols=True)
 
     def running(self, spec: RunSpec) -> None:
         self.bar.set_postfix_str(f"{spec.task}/{spec.method} seed {spec.seed}")

@@ -185,14 +185,16 @@ class ResultStore:
                 return
             if "results" not in tables or "runs" not in tables:
                 what = "is empty" if not tables else f"has tables {', '.join(sorted(tables)[:4])} but no results table"
-                raise StoreError(f"store {self.location!r} is not a result store of this benchmark (it {what}); check --store")
+                raise StoreError(f"store {self.location!r} is not a result store of this benchmark (it {what}); "
+                                 "check --store")
             for table in (runs, results, claims):
                 if table.name not in tables:
                     continue  # a table added later is created on the next write
                 have = {c["name"] for c in inspector.get_columns(table.name)}
                 missing = [c.name for c in table.columns if c.name not in have]
                 if missing:
-                    raise StoreError(f"store {self.location!r} has an older schema (table {table.name} lacks {', '.join(missing)}); "
+                    lacks = f"table {table.name} lacks {', '.join(missing)}"
+                    raise StoreError(f"store {self.location!r} has an older schema ({lacks}); "
                                      "write to a new store (--store) or rerun the runs into one")
         except sa.exc.SQLAlchemyError as err:
             raise StoreError(f"cannot open store {self.location!r}: {_first_line(err)}") from None
@@ -210,9 +212,11 @@ class ResultStore:
         try:
             self.models_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise StoreError(f"cannot create models folder {self.models_dir}: {err.strerror}; pass --models-dir with a writable folder") from None
+            raise StoreError(f"cannot create models folder {self.models_dir}: {err.strerror}; "
+                             "pass --models-dir with a writable folder") from None
         if not os.access(self.models_dir, os.W_OK | os.X_OK):
-            raise StoreError(f"models folder {self.models_dir} is not writable; pass --models-dir with a writable folder")
+            raise StoreError(f"models folder {self.models_dir} is not writable; "
+                             "pass --models-dir with a writable folder")
 
     def _check_sqlite_file(self, path: Path) -> None:
         if not path.exists():
@@ -298,12 +302,14 @@ class ResultStore:
         older than `ttl` seconds, or it names a process of this host that no longer exists."""
         owner, ttl = owner or OWNER, CLAIM_TTL if ttl is None else ttl
         with self._transaction() as conn:
-            held = conn.execute(sa.select(claims.c.owner, claims.c.heartbeat).where(claims.c.run_key == run_key)).first()
+            query = sa.select(claims.c.owner, claims.c.heartbeat).where(claims.c.run_key == run_key)
+            held = conn.execute(query).first()
             if held is not None:
                 if held.owner != owner and not (time.time() - held.heartbeat > ttl or _dead_here(held.owner)):
                     return False
-                taken = conn.execute(claims.update().where(claims.c.run_key == run_key, claims.c.owner == held.owner,
-                                                           claims.c.heartbeat == held.heartbeat).values(owner=owner, heartbeat=time.time()))
+                unchanged = (claims.c.run_key == run_key, claims.c.owner == held.owner,
+                             claims.c.heartbeat == held.heartbeat)
+                taken = conn.execute(claims.update().where(*unchanged).values(owner=owner, heartbeat=time.time()))
                 return taken.rowcount == 1  # 0: another process took it over first
         try:
             with self._transaction() as conn:

@@ -21,7 +21,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from bench.runner import RunSpec, _base_row, _one_line, execute, wait_for_others
+from bench.runner import RunSpec, _one_line, execute, store_failure, wait_for_others
 from bench.store import CLAIM_TTL, ResultStore
 
 
@@ -120,10 +120,11 @@ def _optuna_trial(config: dict, spec: RunSpec, slots: list[str], store_url: str,
     number = int(config[TRIAL_KEY])
     seed_everything(spec.seed)  # as `execute` seeds a serial run
     task = _search_task(spec)
-    ctx = RunContext(task=task, seed=spec.seed, recipe=spec.recipe, progress=False, store_url=store_url, run_key=spec.run_key,
-                     models_dir=models_dir, config=spec.config)
+    ctx = RunContext(task=task, seed=spec.seed, recipe=spec.recipe, progress=False, store_url=store_url,
+                     run_key=spec.run_key, models_dir=models_dir, config=spec.config)
     full = {s: task.width_slots()[s] for s in slots}
-    tune.report(trial_result(ctx, study, {s: int(config[s]) for s in slots}, trial_index(study, study.trials[number]), full))
+    widths = {s: int(config[s]) for s in slots}
+    tune.report(trial_result(ctx, study, widths, trial_index(study, study.trials[number]), full))
 
 
 _TASKS: dict[str, Any] = {}  # run key -> that search's task, in this (reused) worker process
@@ -142,8 +143,8 @@ def _study_name(spec: RunSpec) -> str:
     return f"bench:{spec.run_key}"  # the name the method gives its study
 
 
-def _search(spec: RunSpec, store_url: str, models_dir: str, ray_dir: Path, cpus_per_trial: int, progress: bool, name: str,
-            callbacks: list | None = None, resources: dict | None = None) -> int:
+def _search(spec: RunSpec, store_url: str, models_dir: str, ray_dir: Path, cpus_per_trial: int, progress: bool,
+            name: str, callbacks: list | None = None, resources: dict | None = None) -> int:
     """Run the trials still missing in the study of optuna run `spec` as Tune trials; returns how many."""
     import optuna
     from ray import tune
@@ -162,8 +163,8 @@ def _search(spec: RunSpec, store_url: str, models_dir: str, ray_dir: Path, cpus_
         storage=rdb_storage(store_url), study_name=study.study_name,
     )
     trainable = tune.with_resources(
-        tune.with_parameters(_optuna_trial, spec=spec, slots=method.resolve_slots(task), store_url=store_url, models_dir=models_dir,
-                             threads=cpus_per_trial),
+        tune.with_parameters(_optuna_trial, spec=spec, slots=method.resolve_slots(task), store_url=store_url,
+                             models_dir=models_dir, threads=cpus_per_trial),
         resources or {"cpu": cpus_per_trial},
     )
     tuner = tune.Tuner(
@@ -236,8 +237,8 @@ def sweep(
                 if o.status != "busy":
                     counts[o.status] += 1
     for spec in searches:  # one search at a time, its trials over the whole cluster
-        counts[_claimed_search(spec, store, store_url, models_dir, ray_dir, cpus_per_trial, progress, name, callbacks,
-                               resources)] += 1
+        args = (store_url, models_dir, ray_dir, cpus_per_trial, progress, name, callbacks, resources)
+        counts[_claimed_search(spec, store, *args)] += 1
     return counts
 
 
@@ -254,10 +255,9 @@ def _claimed_search(spec: RunSpec, store: ResultStore, store_url: str, *args) ->
                 try:
                     _search(spec, store_url, *args)
                 except Exception as err:  # stored as a failed run (not trained here instead); the other runs go on
-                    reason = _one_line(err)
-                    store.start_run(spec.run_key, spec.task, spec.method, spec.config_hash, spec.seed)
-                    store.finish_run(spec.run_key, [{**_base_row(spec), "status": "failed", "reason": reason}], "failed", reason, 0.0)
+                    store_failure(spec, store, _one_line(err))
                     return "failed"
-                outcome = execute(spec, store, progress=False)  # the Pareto front, as a serial run stores it; nothing left to train
+                # The Pareto front, as a serial run stores it; nothing is left to train.
+                outcome = execute(spec, store, progress=False)
                 return "done" if outcome.status == "done" else "failed"
         time.sleep(min(5.0, CLAIM_TTL / 4))  # another driver runs this search

@@ -19,7 +19,8 @@ import time
 from concurrent.futures import as_completed
 from concurrent.futures.process import BrokenProcessPool
 
-from bench.runner import RunOutcome, RunProgress, RunSpec, _base_row, _top_knob_values, _start_order, execute, wait_for_others
+from bench.runner import (RunOutcome, RunProgress, RunSpec, _start_order, _top_knob_values, execute, store_failure,
+                          wait_for_others)
 from bench.store import ResultStore
 
 DEATHS_ALLOWED = 1  # a run whose worker died this many times is retried once more, then stored as failed
@@ -55,7 +56,8 @@ def _round(specs, pending, store, jobs, threads, outcomes, bar) -> tuple[list[in
 
     # spawn, not fork: forking a process that has run torch can deadlock its thread pools
     pool = ProcessPoolExecutor(min(jobs, len(pending)), mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init, initargs=(store.url, str(store.models_dir), threads, os.getpid()))
+                               initializer=_worker_init,
+                               initargs=(store.url, str(store.models_dir), threads, os.getpid()))
     busy: list[int] = []
     broken: dict[int, int] | None = None
     try:
@@ -98,9 +100,7 @@ def _after_a_death(specs, pending, store, outcomes, deaths, culprits: dict[int, 
         deaths[spec.run_key] = deaths.get(spec.run_key, 0) + 1
         if deaths[spec.run_key] > DEATHS_ALLOWED:
             reason = f"WorkerDied: its worker process died {deaths[spec.run_key]} times ({how}; out of memory?)"
-            store.start_run(spec.run_key, spec.task, spec.method, spec.config_hash, spec.seed)
-            store.finish_run(spec.run_key, [{**_base_row(spec), "status": "failed", "reason": reason}], "failed", reason, 0.0)
-            outcomes[i] = RunOutcome(spec, "failed", [], reason)
+            outcomes[i] = store_failure(spec, store, reason)
             bar.finished(outcomes[i])
         else:
             print(f"a worker process died ({how}) running {spec.task}/{spec.method} seed {spec.seed}; "

@@ -127,7 +127,8 @@ def dense_trial(ctx: RunContext) -> dict:
     return _trial_result(ctx.task, model, report["seconds"], report["final_loss"])
 
 
-def trial_result(ctx: RunContext, study: optuna.Study, widths: dict[str, int], index: int, full: dict[str, int]) -> dict:
+def trial_result(ctx: RunContext, study: optuna.Study, widths: dict[str, int], index: int,
+                 full: dict[str, int]) -> dict:
     """The search's one objective, which a serial run and a Ray Tune trial (bench.sweep) both
     call: a twin's values (widths proposed again: no second training), the shared dense
     model at full width, else a model trained at `widths`, seeded by the trial's `index`."""
@@ -253,7 +254,8 @@ class OptunaSearch(Method):
 
     def prepare(self, study: optuna.Study, task, seed: int) -> None:
         """Give `study` this search's sampler and queue the full-width start trial (once)."""
-        study.sampler = PerTrialSeed(functools.partial(self.sampler, seed % 2**32), seed)  # numpy takes seeds below 2**32
+        # numpy takes seeds below 2**32
+        study.sampler = PerTrialSeed(functools.partial(self.sampler, seed % 2**32), seed)
         retry_interrupted(study)
         full = task.width_slots()
         start = {s: full[s] for s in self.resolve_slots(task)}
@@ -273,7 +275,8 @@ class OptunaSearch(Method):
         def objective(trial: optuna.Trial) -> tuple[float, float]:
             widths = {s: trial.suggest_int(s, 1, full[s], log=cfg.log_widths) for s in slots}
             try:
-                out = trial_result(ctx, trial.study, widths, trial_index(trial.study, trial), {s: full[s] for s in slots})
+                index = trial_index(trial.study, trial)
+                out = trial_result(ctx, trial.study, widths, index, {s: full[s] for s in slots})
             except NonFiniteLossError:
                 trial.set_user_attr(DIVERGED, True)  # fails alone, and is not retried on resume
                 raise

@@ -12,7 +12,8 @@ SMOKE = ["--task", "synthetic", "--scale", "smoke", "--quiet"]
 
 def test_a_diverged_run_is_stored_failed_and_the_command_exits_1(store_path, capsys):
     # lr=1e9 keeps every step's loss finite on this task but ends at NMSE ~1e11.
-    assert main(["run", *SMOKE, "--method", "baseline", "--seed", "0", "--set", "train.lr=1e9", "--store", store_path]) == 1
+    argv = ["run", *SMOKE, "--method", "baseline", "--seed", "0", "--set", "train.lr=1e9", "--store", store_path]
+    assert main(argv) == 1
     (row,) = ResultStore(store_path).rows()
     assert row["status"] == "failed" and "DivergedError" in row["reason"] and "worse than chance" in row["reason"]
     assert "\n" not in row["reason"]
@@ -92,7 +93,8 @@ def test_a_foreign_sqlite_file_is_refused_and_left_unchanged(tmp_path, capsys):
     for command in (["results"], ["report"], ["run", *SMOKE, "--method", "baseline", "--seed", "0"]):
         assert main([*command, "--store", str(foreign)]) == 2
         err = capsys.readouterr().err.strip()
-        assert "is not a result store of this benchmark (it has tables notes but no results table)" in err and "\n" not in err
+        assert "is not a result store of this benchmark (it has tables notes but no results table)" in err
+        assert "\n" not in err
     assert foreign.read_bytes() == before
     (tmp_path / "text.db").write_text("hello\n")
     assert main(["results", "--store", str(tmp_path / "text.db")]) == 2
@@ -133,7 +135,8 @@ def test_reports_of_stores_in_one_folder_go_to_their_own_folders(tmp_path, capsy
     for name in ("a", "b"):
         ResultStore(str(tmp_path / f"{name}.db"))
         assert main(["report", "--store", str(tmp_path / f"{name}.db")]) == 0
-    assert (tmp_path / "a-report" / "leaderboard.html").exists() and (tmp_path / "b-report" / "leaderboard.html").exists()
+    for name in ("a", "b"):
+        assert (tmp_path / f"{name}-report" / "leaderboard.html").exists()
 
 
 def test_an_unwritable_models_dir_is_found_before_training(store_path, tmp_path, capsys, monkeypatch):
@@ -193,7 +196,7 @@ def test_a_bonafide_dir_with_no_usable_recording_is_one_line_and_exit_2(content,
     assert ResultStore(store_path).rows() == []
 
 
-# --- model files and progress output -----------------------------------------------------------------------------------
+# --- model files and progress output ---------------------------------------------------------------------------
 def test_a_killed_writers_temporary_file_is_removed_and_models_are_readable_by_others(tmp_path):
     import os
     import socket
