@@ -58,21 +58,22 @@ def plot(results: dict[int, list[int]], weights: list[float], path: str) -> None
     fig.savefig(path, dpi=120)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher-width", type=int, nargs="+", default=[12])
     parser.add_argument("--weights", type=float, nargs="+", default=WEIGHTS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", default="small")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the scale's recipe)")
     parser.add_argument("--plot", default=None, help="save learned width against cost weight here (png)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     results = {}
     for teacher in args.teacher_width:
         widths = []
         for weight in args.weights:
             start = time.perf_counter()
-            width, error = learned_width(teacher, weight, args.seed, args.scale)
+            width, error = learned_width(teacher, weight, args.seed, args.scale, args.steps)
             widths.append(width)
             print(f"teacher {teacher} cost_weight {weight:g}: learned width {width}, test NMSE {error:.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
         results[teacher] = widths

@@ -186,3 +186,19 @@ def test_spread_mel_bands_need_a_mel_front_end():
 
     with pytest.raises(ConfigError, match="mel_bands=spread needs a log-mel front end"):
         NoiseInjection(NoiseInjectionConfig(mel_bands="spread")).validate(make_task("synthetic", {}))
+
+
+def test_synthetic_width_benchmark_prints_widths_that_fall_with_the_cost_weight(capsys, one_thread):
+    """Small size: one teacher width, two weights, a short recipe. (At the small recipe no
+    plateau at the teacher's width was found; see docs/method.md.)"""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from synthetic_width import main as width_main
+
+    width_main(["--teacher-width", "12", "--weights", "0.3", "10", "--scale", "smoke", "--steps", "300"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("learned widths: ")
+    low, high = (int(w) for w in last.split(": ")[1].split())
+    assert low > 12 > high, last
