@@ -15,7 +15,8 @@ docs/method.md explains every choice and the measurements behind them; in short:
 - `kappa` has its own Adam group: no weight decay, short memories, a rate that can cross
   the range in a quarter of the recipe, held for half of it, then decayed
   (`WidthController.parameters`); clamped to its range after each step.
-- The boundary noise is drawn once per forward pass and slot (`slot_noise`).
+- The boundary noise is drawn at each mask of a slot (`slot_noise=each`); one draw per slot
+  and pass (`shared`) or noise at the first mask only (`first`) were measured, not better.
 """
 from __future__ import annotations
 
@@ -119,28 +120,24 @@ class NoiseInjectionController(WidthController):
         return drawn.movedim(-1, mask.dim)
 
     def transform(self, x: torch.Tensor, mask) -> torch.Tensor:
-        # Per-feature scales and one broadcast multiply, not slices and a concatenation: on
-        # the ResNet's channels-last maps the copies of `cat` made the step 1.8x the dense one.
         n = x.shape[mask.dim]
-        shape = [1] * x.dim()
-        shape[mask.dim] = n
         if not mask.training:
             keep = self.eval_width(mask.slot)
-            return x if keep >= n else x * (torch.arange(n, device=x.device) < keep).to(x.dtype).reshape(shape)
+            return x if keep >= n else torch.cat([x.narrow(mask.dim, 0, keep), torch.zeros_like(x.narrow(mask.dim, keep, n - keep))], mask.dim)
         width = self.kappa_of(mask.slot) * n
         k = min(int(width.detach().floor()), n)
         if k >= n:
             return x
         boundary = x.narrow(mask.dim, k, 1)
         noise = self.boundary_noise(boundary, mask)
-        lam = (width - k).clamp(_LAM_EPS, 1 - _LAM_EPS)
-        mix = lam.sqrt().reshape(1).to(x.dtype) if noise is not None else x.new_ones(1)
-        scale = torch.cat([x.new_ones(k), mix, x.new_zeros(n - k - 1)]).reshape(shape)
         if noise is None:
-            return x * scale
-        sigma = boundary.detach().float().std(unbiased=False).clamp_min(1e-6)
-        onehot = (torch.arange(n, device=x.device) == k).to(x.dtype).reshape(shape)
-        return x * scale + ((1 - lam).sqrt() * sigma).to(x.dtype) * noise * onehot
+            mixed = boundary
+        else:
+            lam = (width - k).clamp(_LAM_EPS, 1 - _LAM_EPS)
+            sigma = boundary.detach().float().std(unbiased=False).clamp_min(1e-6)
+            mixed = lam.sqrt() * boundary + (1 - lam).sqrt() * sigma * noise
+        parts = [x.narrow(mask.dim, 0, k), mixed, torch.zeros_like(x.narrow(mask.dim, k + 1, n - k - 1))]
+        return torch.cat(parts, mask.dim)
 
     def after_step(self, model: nn.Module, step: int) -> None:
         with torch.no_grad():
