@@ -24,14 +24,16 @@ def test_width_parameters_keep_their_own_rate_tied_to_the_recipe_length():
         assert widths["weight_decay"] == 0.0 and widths["schedule"] == "hold_cosine" and "schedule" not in weights
         assert widths["lr"] * steps == pytest.approx(4.0)  # the range [0, 1] in a quarter of the recipe
     hold = SCHEDULES["hold_cosine"]
-    assert [hold(s, 100) for s in (0, 25, 50)] == [1.0, 1.0, 1.0] and hold(75, 100) == pytest.approx(0.5) and hold(100, 100) == 0.0
+    assert [hold(s, 100) for s in (0, 25, 50)] == [1.0, 1.0, 1.0]
+    assert hold(75, 100) == pytest.approx(0.5) and hold(100, 100) == 0.0
     assert SCHEDULES["cosine"](50, 100) == pytest.approx(0.5)
 
 
 def _transformer_controller(mode: str, lam: float = 0.5):
     task = make_task("vad", {"model": "transformer"})
     slots = list(task.width_slots())
-    controller = NoiseInjectionController(task, slots, FlopsModel.for_task(task, slots), NoiseInjectionConfig(slot_noise=mode), kappa_min=0.01)
+    config = NoiseInjectionConfig(slot_noise=mode)
+    controller = NoiseInjectionController(task, slots, FlopsModel.for_task(task, slots), config, kappa_min=0.01)
     model = task.build_model()
     controller.bind(model)
     k = task.width_slots()["n_mels"] // 2
@@ -78,7 +80,8 @@ def test_the_boundary_feature_carries_one_noise_draw_at_every_mask_of_the_slot()
 
 @pytest.mark.parametrize("name,overrides,method,preset,slots,ties", [
     ("vad", {"model": "crnn"}, "noise_injection", "paper", ["n_mels"], []),
-    ("vad", {"model": "transformer"}, "noise_injection", "paper", ["n_mels", "head_dim", "ffn"], [["n_mels", "head_dim", "ffn"]]),
+    ("vad", {"model": "transformer"}, "noise_injection", "paper", ["n_mels", "head_dim", "ffn"],
+     [["n_mels", "head_dim", "ffn"]]),
     ("vad", {"model": "transformer"}, "stochastic_gates", "paper", ["n_mels"], []),
     ("antispoof", {}, "noise_injection", "paper", ["stage1", "stage2", "stage3", "stage4"], []),
     ("antispoof", {}, "stochastic_gates", "paper_stage3", ["stage3"], []),
