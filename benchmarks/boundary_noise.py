@@ -26,7 +26,8 @@ def signal_shares(task, mode: str, slot: str, lam: float, seed: int = 0) -> list
     """Correlation of the boundary feature between two noise draws, at each mask of `slot`."""
     full = task.width_slots()
     flops = FlopsModel.for_task(task, list(full))
-    controller = NoiseInjectionController(task, list(full), flops, NoiseInjectionConfig(slot_noise=mode), kappa_min=0.01)
+    config = NoiseInjectionConfig(slot_noise=mode)
+    controller = NoiseInjectionController(task, list(full), flops, config, kappa_min=0.01)
     torch.manual_seed(seed)
     model = task.build_model()
     controller.bind(model)
@@ -58,7 +59,8 @@ def main() -> None:
     task = cls(apply_overrides(cls.Config(), {"model": args.model}, "task vad"), scale="smoke")
     for mode in SLOT_NOISE:
         shares = signal_shares(task, mode, "n_mels", args.lam)
-        print(f"{mode:>6}: signal share of the boundary feature at each n_mels mask: {' '.join(f'{s:.2f}' for s in shares)}")
+        shown = " ".join(f"{s:.2f}" for s in shares)
+        print(f"{mode:>6}: signal share of the boundary feature at each n_mels mask: {shown}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ range of cost weights: a plateau. One training per weight; one line each, then
 `learned widths: ...` (integers, in order of weight). `--plot` draws learned width against
 cost weight for every teacher width given.
 
-    python benchmarks/synthetic_width.py --teacher-width 12 [--weights 0.01 0.03 ...] [--plot docs/figures/synthetic_width.png]
+    python benchmarks/synthetic_width.py --teacher-width 12 24 [--weights 0.3 1 3 ...] \
+        [--plot docs/figures/synthetic_width.png]
 """
 from __future__ import annotations
 
@@ -24,13 +25,15 @@ from tasks.synthetic import SyntheticConfig, SyntheticTask
 WEIGHTS = [0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0]
 
 
-def learned_width(teacher: int, cost_weight: float, seed: int = 0, scale: str = "small", steps: int | None = None) -> tuple[int, float]:
+def learned_width(teacher: int, cost_weight: float, seed: int = 0, scale: str = "small",
+                  steps: int | None = None) -> tuple[int, float]:
     """(learned width, test NMSE) of noise injection with the plain cost at `cost_weight`."""
     task = SyntheticTask(SyntheticConfig(teacher_width=teacher), scale=scale)
     recipe = task.recipe() if steps is None else type(task.recipe())(**{**task.recipe().__dict__, "steps": steps})
     slots = list(task.width_slots())
     config = NoiseInjectionConfig(kappa_min=[1 / 64], cost_weight=cost_weight)
-    controller = NoiseInjectionController(task, slots, FlopsModel.for_task(task, slots), config, None, 1 / 64, recipe.steps)
+    flops = FlopsModel.for_task(task, slots)
+    controller = NoiseInjectionController(task, slots, flops, config, None, 1 / 64, recipe.steps)
     torch.manual_seed(seed)
     model = task.build_model()
     controller.bind(model)
@@ -58,23 +61,26 @@ def plot(results: dict[int, list[int]], weights: list[float], path: str) -> None
     fig.savefig(path, dpi=120)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher-width", type=int, nargs="+", default=[12])
     parser.add_argument("--weights", type=float, nargs="+", default=WEIGHTS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", default="small")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the scale's recipe)")
     parser.add_argument("--plot", default=None, help="save learned width against cost weight here (png)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     results = {}
     for teacher in args.teacher_width:
         widths = []
         for weight in args.weights:
             start = time.perf_counter()
-            width, error = learned_width(teacher, weight, args.seed, args.scale)
+            width, error = learned_width(teacher, weight, args.seed, args.scale, args.steps)
             widths.append(width)
-            print(f"teacher {teacher} cost_weight {weight:g}: learned width {width}, test NMSE {error:.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
+            seconds = time.perf_counter() - start
+            print(f"teacher {teacher} cost_weight {weight:g}: learned width {width}, "
+                  f"test NMSE {error:.4f} ({seconds:.0f} s)", flush=True)
         results[teacher] = widths
     if args.plot:
         plot(results, args.weights, args.plot)

@@ -15,7 +15,8 @@ docs/method.md explains every choice and the measurements behind them; in short:
 - `kappa` has its own Adam group: no weight decay, short memories, a rate that can cross
   the range in a quarter of the recipe, held for half of it, then decayed
   (`WidthController.parameters`); clamped to its range after each step.
-- The boundary noise is drawn once per forward pass and slot (`slot_noise`).
+- The boundary noise is drawn at each mask of a slot (`slot_noise=each`); one draw per slot
+  and pass (`shared`) or noise at the first mask only (`first`) were measured, not better.
 """
 from __future__ import annotations
 
@@ -37,14 +38,15 @@ SLOT_NOISE = ("shared", "first", "each")
 @dataclass(frozen=True)
 class NoiseInjectionConfig:
     target: list[float] = field(default_factory=lambda: [0.5, 0.25, 0.125])  # FLOP/s targets (of dense); one run each
-    kappa_min: list[float] = field(default_factory=list)  # the paper's grid instead: one run per bound, plain cost, no target
+    # the paper's grid instead of targets: one run per lower bound of kappa, plain FLOP cost
+    kappa_min: list[float] = field(default_factory=list)
     cost_weight: float | None = None  # weight of the FLOP cost; None: 10 toward a target, 2 on the kappa_min grid
     slots: list[str] = field(default_factory=list)  # dynamic slots; empty = all of the task's slots
     preset: str = ""  # the paper's setup instead of `slots` (docs/method.md), e.g. paper
     width_lr: float | None = None  # learning rate of the kappas; None: crosses [0, 1] in a quarter of the recipe
     kappa_init: float = 1.0  # starting kappa (1 = full width)
-    mel_bands: str = "low"  # low: the first K of the mel bands survive; spread: bands reordered so the first K span 0-8 kHz
-    slot_noise: str = "shared"  # boundary noise: one draw per slot and pass (shared), first mask only (first), per mask (each)
+    mel_bands: str = "low"  # low: the first K mel bands survive; spread: reordered so the first K span 0-8 kHz
+    slot_noise: str = "each"  # boundary noise: a draw per mask (each), per slot and pass (shared), first mask only
 
     def validate(self) -> None:
         bad = [k for k in list(self.kappa_min) + list(self.target) if not 0 < k <= 1]
@@ -74,7 +76,9 @@ class NoiseInjectionController(WidthController):
         for tie in ties:
             self.group.update({s: tie[0] for s in tie})
         self.low = {s: max(kappa_min, 1 / self.full[s]) for s in slots}  # at least one feature
-        self.kappa = nn.ParameterDict({g: nn.Parameter(torch.tensor(max(self.low[g], config.kappa_init))) for g in set(self.group.values())})
+        groups = sorted(set(self.group.values()), key=slots.index)
+        start = {g: max(self.low[g], config.kappa_init) for g in groups}
+        self.kappa = nn.ParameterDict({g: nn.Parameter(torch.tensor(start[g])) for g in groups})
         self._noise: dict[str, torch.Tensor] = {}  # this forward pass's boundary noise per slot
 
     @property
@@ -147,7 +151,7 @@ class NoiseInjectionController(WidthController):
 
 @register_method("noise_injection")
 class NoiseInjection(DynamicWidthMethod):
-    description = "learn widths in training by feature noise injection + FLOP/s target, then consolidate (the DCL method)"
+    description = "learn widths in training by feature noise injection toward a FLOP/s target, then consolidate (DCL)"
     Config = NoiseInjectionConfig
 
     def __init__(self, config=None):

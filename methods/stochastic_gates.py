@@ -106,7 +106,7 @@ class GateController(WidthController):
 
 @register_method("stochastic_gates")
 class StochasticGates(DynamicWidthMethod):
-    description = "per-feature stochastic gates with an expected-L0 FLOP/s penalty above a target (the paper's SG baseline)"
+    description = "per-feature stochastic gates, expected-L0 FLOP/s held at a target (the paper's SG baseline)"
     Config = StochasticGatesConfig
 
     def make_controller(self, task, slots, flops, knob: float, steps: int) -> GateController:

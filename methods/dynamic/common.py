@@ -37,7 +37,8 @@ class WidthController(TrainingHooks):
 
     span = 1.0  # range a width parameter has to be able to cross (kappa: 0..1)
 
-    def __init__(self, task, slots: list[str], flops: FlopsModel, config: Any, target: float | None = None, steps: int = 120):
+    def __init__(self, task, slots: list[str], flops: FlopsModel, config: Any, target: float | None = None,
+                 steps: int = 120):
         self.task, self.slots, self.flops, self.config = task, slots, flops, config
         self.target, self.steps = target, steps
         self.full = task.width_slots()
