@@ -144,6 +144,7 @@ def plan_runs(
     _check_scopes(overrides, task_list, method_list)
 
     specs: list[RunSpec] = []
+    planned_once: set[tuple[str, str]] = set()
     for task_name, task_overrides in _task_variants(task_list, overrides, default_suite=bool(suite)):
         task_cls = get_task_class(task_name)
         task_config = apply_overrides(task_cls.Config(), task_overrides, f"task {task_name}")
@@ -165,6 +166,10 @@ def plan_runs(
             method.validate(task)
             if field_name:
                 floors[method_name] = method.floor(task)
+            if not method_cls.per_model_family:  # the same for every model family: planned with the first one only
+                if (task_name, method_name) in planned_once:
+                    continue
+                planned_once.add((task_name, method_name))
             for one in _knob_values(method, task):
                 for seed in seeds:
                     specs.append(RunSpec(task_name, method_name, seed, scale, task_config, one, recipe, data_root))
@@ -284,9 +289,12 @@ def _finish_candidate(spec: RunSpec, store: ResultStore, ctx: RunContext, index:
     cx = measure(model, example)
     per = 1.0 / task.example_seconds if task.example_seconds else 1.0
     achieved = getattr(cx, cand.target_flops) / _dense_flops(task)
-    relpath = f"{spec.run_key}/candidate{index}.pt"
-    save_candidate(store.models_dir / relpath, model, task=spec.task, task_config=to_dict(spec.task_config), widths=cand.widths,
-                   meta={"method": spec.method, "label": cand.label, "seed": spec.seed, "config": spec.config})
+    relpath = None  # a reference (an outside model) has no file the task's code could rebuild
+    if not info.get("reference"):
+        relpath = f"{spec.run_key}/candidate{index}.pt"
+        save_candidate(store.models_dir / relpath, model, task=spec.task, task_config=to_dict(spec.task_config),
+                       widths=cand.widths, meta={"method": spec.method, "label": cand.label, "seed": spec.seed,
+                                                 "config": spec.config})
     return {
         **_base_row(spec),
         "candidate": index,

@@ -77,6 +77,7 @@ class Method:
     # e.g. the pruning ratios: `--targets` sets it for every such method at once.
     target_field: ClassVar[str | None] = None
     runs_after_others: ClassVar[bool] = False  # needs the other methods' finished runs: started after them
+    per_model_family: ClassVar[bool] = True  # False: its result is the same for every model family (a reference)
     in_all: ClassVar[bool] = True  # part of `--method all` (False: an extra, run when named)
     runs_long: ClassVar[bool] = False  # one run trains many models (a search): parallel jobs start these first
     # A run may reuse a finished run of a higher knob value (see methods.dynamic.common):

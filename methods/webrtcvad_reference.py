@@ -79,6 +79,7 @@ class WebRTCConfig:
 class WebRTCReference(Method):
     description = "reference: the classic WebRTC VAD on the vad test set (not trained; FLOPs not countable)"
     Config = WebRTCConfig
+    per_model_family = False  # it uses none of the task's models: one run per seed, whatever the family
 
     def applies_to(self, task) -> bool:
         return getattr(task, "name", None) == "vad"

@@ -93,7 +93,11 @@ class Group:
 def make_groups(df: pd.DataFrame) -> list[Group]:
     """Split the rows by (task, model family) and find each group's dense model."""
     groups = []
+    refs = df[df["reference"]]
     for key, all_rows in df.groupby("group", sort=True):
+        # A reference is run once per task, whatever the model family: shown beside every family.
+        others = refs[(refs["task"] == all_rows["task"].iloc[0]) & (refs["group"] != key)]
+        all_rows = pd.concat([all_rows, others]) if len(others) else all_rows
         rows = all_rows[~all_rows["check"]]  # convergence checks are no candidates
         checks = all_rows[all_rows["check"] & (all_rows["status"] == "ok")]
         ok = rows[(rows["status"] == "ok") & ~rows["reference"]]

@@ -302,3 +302,15 @@ def test_parallel_jobs_start_the_searches_first_and_runs_that_may_reuse_others_l
     # No method reuses a higher knob value's run any more: the rest keep their planned order.
     targets = [s.method_config.target[0] for s in submitted if s.method == "noise_injection"]
     assert targets == [0.5, 0.5, 0.25, 0.25, 0.125, 0.125]
+
+
+def test_a_reference_runs_once_per_seed_whatever_the_family_and_keeps_no_model_file(store_path):
+    from bench.runner import plan_runs
+
+    specs = plan_runs(["vad"], ["webrtcvad", "baseline"], [0, 1], "smoke")
+    assert sorted((s.method, s.seed) for s in specs if s.method == "webrtcvad") == [("webrtcvad", 0), ("webrtcvad", 1)]
+    assert len([s for s in specs if s.method == "baseline"]) == 4  # a model per family and seed
+    assert main(["run", "--task", "vad", "--method", "webrtcvad", "--seed", "0", "--scale", "smoke", "--quiet",
+                 "--store", store_path]) == 0
+    (row,) = ResultStore(store_path).rows()
+    assert row["info"]["reference"] and row["model_path"] is None and row["status"] == "ok"
