@@ -126,9 +126,7 @@ class NoiseInjectionController(WidthController):
         n = x.shape[mask.dim]
         if not mask.training:
             keep = self.eval_width(mask.slot)
-            if keep >= n:
-                return x
-            return _like(torch.cat([x.narrow(mask.dim, 0, keep), torch.zeros_like(x.narrow(mask.dim, keep, n - keep))], mask.dim), x)
+            return x if keep >= n else torch.cat([x.narrow(mask.dim, 0, keep), torch.zeros_like(x.narrow(mask.dim, keep, n - keep))], mask.dim)
         width = self.kappa_of(mask.slot) * n
         k = min(int(width.detach().floor()), n)
         if k >= n:
@@ -142,7 +140,7 @@ class NoiseInjectionController(WidthController):
             sigma = boundary.detach().float().std(unbiased=False).clamp_min(1e-6)
             mixed = lam.sqrt() * boundary + (1 - lam).sqrt() * sigma * noise
         parts = [x.narrow(mask.dim, 0, k), mixed, torch.zeros_like(x.narrow(mask.dim, k + 1, n - k - 1))]
-        return _like(torch.cat(parts, mask.dim), x)
+        return torch.cat(parts, mask.dim)
 
     def after_step(self, model: nn.Module, step: int) -> None:
         with torch.no_grad():
@@ -177,15 +175,6 @@ class NoiseInjection(DynamicWidthMethod):
         if self.knob == "kappa_min":
             return NoiseInjectionController(task, slots, flops, self.config, None, knob, steps, self.ties(task))
         return NoiseInjectionController(task, slots, flops, self.config, knob, 0.0, steps, self.ties(task))
-
-
-def _like(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """`out` in `x`'s memory layout. `cat` of channels-last slices gives a plain layout, and
-    every later convolution, norm and ReLU (forward and backward) then converted it: the
-    ResNet's dynamic step took 1.68x the dense one, most of it in those conversions."""
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return out.contiguous(memory_format=torch.channels_last)
-    return out
 
 
 def _mel_front_ends(model: nn.Module) -> list[LogMel]:
