@@ -458,29 +458,7 @@ def prepare_data(specs: list[RunSpec]) -> None:
                                   "set BENCH_CACHE to a writable folder") from None
 
 
-def _knob_value(spec: RunSpec) -> Any:
-    return getattr(spec.method_config, get_method_class(spec.method).knob)[0]
-
-
-def _top_knob_values(specs: list[RunSpec]) -> dict[tuple[str, str], Any]:
-    """(task, method) -> the highest knob value planned, for methods whose runs may reuse
-    a higher knob value's run."""
-    tops: dict[tuple[str, str], Any] = {}
-    for spec in specs:
-        cls = get_method_class(spec.method)
-        if cls.reuses_higher_knob and cls.knob:
-            key = (spec.task, spec.method)
-            tops[key] = max(tops.get(key, _knob_value(spec)), _knob_value(spec))
-    return tops
-
-
-def _start_order(spec: RunSpec, tops: dict[tuple[str, str], Any]) -> tuple[int, float]:
+def _start_order(spec: RunSpec) -> int:
     """Sort key of the parallel queue: searches first (the longest runs: one started last
-    leaves a core idle at the end); runs that may reuse a higher knob value's run last, lowest
-    value last, so the run they would reuse has finished; the rest in plan order."""
-    if get_method_class(spec.method).runs_long:
-        return (0, 0.0)
-    top = tops.get((spec.task, spec.method))
-    if top is not None and _knob_value(spec) < top:
-        return (2, -_knob_value(spec))
-    return (1, 0.0)
+    leaves a core idle at the end), the rest in plan order."""
+    return 0 if get_method_class(spec.method).runs_long else 1

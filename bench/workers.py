@@ -19,7 +19,7 @@ import time
 from concurrent.futures import as_completed
 from concurrent.futures.process import BrokenProcessPool
 
-from bench.runner import (RunOutcome, RunProgress, RunSpec, _start_order, _top_knob_values, execute, store_failure,
+from bench.runner import (RunOutcome, RunProgress, RunSpec, _start_order, execute, store_failure,
                           wait_for_others)
 from bench.store import ResultStore
 
@@ -32,8 +32,7 @@ def run_parallel(specs: list[RunSpec], store: ResultStore, progress: bool, jobs:
         if store.run_status(spec.run_key) == "ok":
             outcomes[i] = RunOutcome(spec, "skipped", store.rows(run_key=spec.run_key))
     bar = RunProgress(len(specs), f"runs ({jobs} at once)", progress, done=len(outcomes))
-    tops = _top_knob_values(specs)
-    pending = sorted((i for i in range(len(specs)) if i not in outcomes), key=lambda i: _start_order(specs[i], tops))
+    pending = sorted((i for i in range(len(specs)) if i not in outcomes), key=lambda i: _start_order(specs[i]))
     deaths: dict[str, int] = {}
     try:
         while pending:

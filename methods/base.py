@@ -80,9 +80,6 @@ class Method:
     per_model_family: ClassVar[bool] = True  # False: its result is the same for every model family (a reference)
     in_all: ClassVar[bool] = True  # part of `--method all` (False: an extra, run when named)
     runs_long: ClassVar[bool] = False  # one run trains many models (a search): parallel jobs start these first
-    # A run may reuse a finished run of a higher knob value (see methods.dynamic.common):
-    # parallel jobs start a method's highest knob value first and its lower ones last.
-    reuses_higher_knob: ClassVar[bool] = False
 
     def __init__(self, config: Any | None = None):
         self.config = config if config is not None else self.Config()

@@ -272,7 +272,7 @@ def test_both_pruning_methods_start_from_one_pre_trained_model_of_half_the_budge
     for row in ResultStore(store_path).rows():
         assert row["train_steps"] == 100 and row["info"]["budget_split"]["pretrain"] == 50
 
-def test_parallel_jobs_start_the_searches_first_and_runs_that_may_reuse_others_last(store_path, monkeypatch):
+def test_parallel_jobs_start_the_searches_first_then_the_rest_in_plan_order(store_path, monkeypatch):
     """An Optuna run trains many models: submitted last, it would leave one core idle at the end."""
     import concurrent.futures
 
@@ -299,7 +299,7 @@ def test_parallel_jobs_start_the_searches_first_and_runs_that_may_reuse_others_l
     run_all(specs, ResultStore(store_path), progress=False, jobs=2)
     methods = [s.method for s in submitted]
     assert methods[:2] == ["optuna", "optuna"] and sorted(methods) == sorted(s.method for s in specs)
-    # No method reuses a higher knob value's run any more: the rest keep their planned order.
+    # The rest keep their planned order.
     targets = [s.method_config.target[0] for s in submitted if s.method == "noise_injection"]
     assert targets == [0.5, 0.5, 0.25, 0.25, 0.125, 0.125]
 
