@@ -3,6 +3,7 @@
 A file holds the task's name and config, the widths and the state dict; `load_candidate`
 rebuilds the plain `nn.Module` with one call, without this benchmark's store.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,10 +18,21 @@ from torch import nn
 FORMAT = "smallspeech-bench/candidate-v1"
 
 
-def save_candidate(path: Path, model: nn.Module, *, task: str, task_config: dict, widths: dict[str, int], meta: dict[str, Any]) -> None:
+def save_candidate(
+    path: Path, model: nn.Module, *, task: str, task_config: dict, widths: dict[str, int], meta: dict[str, Any]
+) -> None:
     """Write a candidate file (atomically, see `atomic_save`)."""
-    atomic_save({"format": FORMAT, "task": task, "task_config": task_config, "widths": widths, "meta": meta,
-                 "state_dict": model.state_dict()}, path)
+    atomic_save(
+        {
+            "format": FORMAT,
+            "task": task,
+            "task_config": task_config,
+            "widths": widths,
+            "meta": meta,
+            "state_dict": model.state_dict(),
+        },
+        path,
+    )
 
 
 def atomic_save(payload: Any, path: Path) -> None:
@@ -76,7 +88,9 @@ def load_candidate(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a candidate file of this benchmark (format {payload.get('format')!r}, expected {FORMAT!r})")
+        raise ValueError(
+            f"{path}: not a candidate file of this benchmark (format {payload.get('format')!r}, expected {FORMAT!r})"
+        )
     task_cls = get_task_class(payload["task"])
     model = task_cls(task_cls.Config(**payload["task_config"])).build_model(payload["widths"])
     model.load_state_dict(payload["state_dict"])

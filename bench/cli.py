@@ -2,6 +2,7 @@
 
 Every error the user can cause ends as one line on stderr and exit code 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -9,12 +10,14 @@ import os
 import sys
 
 from bench.config import SCALES, ConfigError
+from bench.deploy_cli import COMMANDS as DEPLOY_COMMANDS
+from bench.deploy_cli import add_parsers as add_deploy_parsers
+from bench.deploy_cli import measure_phase
+from bench.device import use_device
 from bench.registry import UnknownNameError
 from bench.store import DEFAULT_STORE, StoreError
-from bench.targets import DEFAULT_TARGETS
-from bench.deploy_cli import COMMANDS as DEPLOY_COMMANDS, add_parsers as add_deploy_parsers, measure_phase
-from bench.device import use_device
 from bench.sweep import SweepError
+from bench.targets import DEFAULT_TARGETS
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -22,58 +25,115 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 
 def _add_store(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", default=DEFAULT_STORE, metavar="PATH_OR_URL",
-                   help="result store: an SQLite file path or any SQLAlchemy URL (env BENCH_STORE sets the default)")
+    p.add_argument(
+        "--store",
+        default=DEFAULT_STORE,
+        metavar="PATH_OR_URL",
+        help="result store: an SQLite file path or any SQLAlchemy URL (env BENCH_STORE sets the default)",
+    )
 
 
 def _add_settings(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", dest="settings", action="append", default=[], metavar="SCOPE.KEY=VALUE",
-                   help="override a setting, e.g. task.teacher_width=24, method.widths=hidden=16, train.steps=200; repeatable")
+    p.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="SCOPE.KEY=VALUE",
+        help="override a setting, e.g. task.teacher_width=24, method.widths=hidden=16, train.steps=200; repeatable",
+    )
 
 
 def _add_grid(p: argparse.ArgumentParser) -> None:
     what = p.add_argument_group("what to run")
-    what.add_argument("--task", nargs="+", default=["default"],
-                      help="task names, all (every task and model family), or default (the main job's share of them)")
+    what.add_argument(
+        "--task",
+        nargs="+",
+        default=["default"],
+        help="task names, all (every task and model family), or default (the main job's share of them)",
+    )
     what.add_argument("--method", nargs="+", default=["all"], help="method names (or all)")
     what.add_argument("--seed", nargs="+", type=int, default=[0, 1, 2], help="seeds; one run per seed")
-    what.add_argument("--scale", choices=SCALES, default="small", help="data and training size: smoke (seconds), small, full")
-    what.add_argument("--targets", nargs="+", type=float, default=None, metavar="RATIO",
-                      help="FLOP/s targets, as fractions of the dense model's, for every method that takes targets "
-                           f"(unset: {' '.join(map(str, DEFAULT_TARGETS))}, leaving out those under a method's floor)")
+    what.add_argument(
+        "--scale", choices=SCALES, default="small", help="data and training size: smoke (seconds), small, full"
+    )
+    what.add_argument(
+        "--targets",
+        nargs="+",
+        type=float,
+        default=None,
+        metavar="RATIO",
+        help="FLOP/s targets, as fractions of the dense model's, for every method that takes targets "
+        f"(unset: {' '.join(map(str, DEFAULT_TARGETS))}, leaving out those under a method's floor)",
+    )
     _add_settings(what)
     where = p.add_argument_group("where")
     _add_store(where)
     where.add_argument("--data-root", default=None, help="folder holding real corpora, for tasks that use them")
-    where.add_argument("--models-dir", default=None,
-                       help="where candidate models are saved; unset: beside an SQLite store, else bench-results/results-models (on a cluster: a shared folder)")
+    where.add_argument(
+        "--models-dir",
+        default=None,
+        help="where candidate models are saved; unset: beside an SQLite store, else bench-results/results-models (on "
+        "a cluster: a shared folder)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
-                   help="where training and evaluation run (auto: CUDA when available); latency is measured on the CPU")
+    p.add_argument(
+        "--device",
+        default="auto",
+        metavar="auto|cpu|cuda[:N]",
+        help="where training and evaluation run (auto: CUDA when available); latency is measured on the CPU",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench", description="Benchmark of methods that make speech models small: quality against FLOP/s.",
-                                     formatter_class=_Formatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark of methods that make speech models small: quality against FLOP/s.",
+        formatter_class=_Formatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("list", help="list the tasks and methods", formatter_class=_Formatter)
 
-    run = sub.add_parser("run", help="train, evaluate, measure and store candidates", formatter_class=_Formatter,
-                         epilog="Finished runs are skipped, so an interrupted command resumes where it stopped.")
+    run = sub.add_parser(
+        "run",
+        help="train, evaluate, measure and store candidates",
+        formatter_class=_Formatter,
+        epilog="Finished runs are skipped, so an interrupted command resumes where it stopped.",
+    )
     _add_grid(run)
-    run.add_argument("--threads", type=int, default=1,
-                     help="torch CPU threads per run; small speech models gain little from more, and lose much when the cores are busy")
-    run.add_argument("--jobs", type=int, default=None,
-                     help="runs at once, each in its own process (default: env BENCH_JOBS, else this machine's cores / --threads; 1 = all in this process)")
+    run.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads per run; small speech models gain little from more, and lose much when the cores are "
+        "busy",
+    )
+    run.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="runs at once, each in its own process (default: env BENCH_JOBS, else this machine's cores / --threads; "
+        "1 = all in this process)",
+    )
 
-    sweep = sub.add_parser("sweep", help="the same runs as Ray Tune trials, on a local Ray instance or a cluster", formatter_class=_Formatter,
-                           epilog="Every node must reach the store: use an SQLAlchemy URL (e.g. PostgreSQL) on a multi-node cluster.")
+    sweep = sub.add_parser(
+        "sweep",
+        help="the same runs as Ray Tune trials, on a local Ray instance or a cluster",
+        formatter_class=_Formatter,
+        epilog="Every node must reach the store: use an SQLAlchemy URL (e.g. PostgreSQL) on a multi-node cluster.",
+    )
     _add_grid(sweep)
     ray_group = sweep.add_argument_group("ray")
-    ray_group.add_argument("--address", default=None, help="auto, HOST:PORT or ray://HOST:PORT of a running cluster; unset: a new local instance")
+    ray_group.add_argument(
+        "--address",
+        default=None,
+        help="auto, HOST:PORT or ray://HOST:PORT of a running cluster; unset: a new local instance",
+    )
     ray_group.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs per trial (torch threads follow)")
-    ray_group.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial; a fraction shares one GPU between trials")
+    ray_group.add_argument(
+        "--gpus-per-trial", type=float, default=0.0, help="GPUs per trial; a fraction shares one GPU between trials"
+    )
     ray_group.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local instance; unset: all")
 
     results = sub.add_parser("results", help="print stored results", formatter_class=_Formatter)
@@ -82,7 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     results.add_argument("--method", default=None, help="only this method")
     _add_store(results)
 
-    report = sub.add_parser("report", help="Pareto fronts, tables, figures and the HTML leaderboard, from the store", formatter_class=_Formatter)
+    report = sub.add_parser(
+        "report",
+        help="Pareto fronts, tables, figures and the HTML leaderboard, from the store",
+        formatter_class=_Formatter,
+    )
     report.add_argument("--out", default=None, metavar="DIR", help="output folder; unset: report/ beside the store")
     report.add_argument("--task", nargs="+", default=None, help="only these tasks; unset: every task in the store")
     _add_store(report)
@@ -104,7 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"bench {args.command}: interrupted; finished runs are stored and will be skipped next time", file=sys.stderr)
+        print(
+            f"bench {args.command}: interrupted; finished runs are stored and will be skipped next time",
+            file=sys.stderr,
+        )
         return 130
 
 
@@ -147,7 +214,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     for o in outcomes:
         if o.status == "failed":
             print(f"failed: {o.spec.task}/{o.spec.method} seed {o.spec.seed}: {o.reason}", file=sys.stderr)
-    print(f"{counts['done']} run(s) done, {counts['skipped']} already done (skipped), {counts['failed']} failed; store: {store.location}")
+    print(
+        f"{counts['done']} run(s) done, {counts['skipped']} already done (skipped), {counts['failed']} failed; "
+        f"store: {store.location}"
+    )
     try:
         print(f"leaderboard: {_write_report(store)}")
     except Exception as err:  # the runs are stored; say why the report is missing, exit non-zero
@@ -161,9 +231,12 @@ def _say_what_default_leaves_out(args: argparse.Namespace) -> None:
 
     left = left_out_of_default_suite()
     if DEFAULT_SUITE in args.task and left:
-        print(f"the default task suite leaves out {', '.join(left)}: add them with --task all "
-              "(or name a task and --set task.model=...); more seeds with --seed; each method's settings with "
-              "--set METHOD.KEY=VALUE (python -m bench list shows the methods)", file=sys.stderr)
+        print(
+            f"the default task suite leaves out {', '.join(left)}: add them with --task all "
+            "(or name a task and --set task.model=...); more seeds with --seed; each method's settings with "
+            "--set METHOD.KEY=VALUE (python -m bench list shows the methods)",
+            file=sys.stderr,
+        )
 
 
 def _jobs(given: int | None, threads: int) -> int:
@@ -171,7 +244,9 @@ def _jobs(given: int | None, threads: int) -> int:
         try:
             given = int(os.environ["BENCH_JOBS"])
         except ValueError:
-            raise ConfigError(f"BENCH_JOBS must be a whole number of runs at once, got {os.environ['BENCH_JOBS']!r}") from None
+            raise ConfigError(
+                f"BENCH_JOBS must be a whole number of runs at once, got {os.environ['BENCH_JOBS']!r}"
+            ) from None
     if given is not None and given < 1:
         raise ConfigError(f"--jobs (or BENCH_JOBS) must be >= 1, got {given}")
     return given or max(1, len(os.sched_getaffinity(0)) // threads)
@@ -183,8 +258,10 @@ def _write_report(store, out: str | None = None, tasks: list[str] | None = None)
     try:
         return str(build_report(store, out or store.report_dir, tasks).html_path)
     except OSError as err:
-        raise ConfigError(f"cannot write the report to {err.filename or out or store.report_dir}: {err.strerror}; "
-                          "pass --out with a writable folder") from None
+        raise ConfigError(
+            f"cannot write the report to {err.filename or out or store.report_dir}: {err.strerror}; "
+            "pass --out with a writable folder"
+        ) from None
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -208,13 +285,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     specs = plan_runs(args.task, args.method, args.seed, args.scale, args.settings, args.data_root, args.targets)
     store = ResultStore(args.store, args.models_dir)
     print(f"{len(specs)} run(s) as Ray Tune trials -> {store.location}", file=sys.stderr)
-    counts = sweep(specs, store, address=args.address, cpus_per_trial=args.cpus_per_trial, num_cpus=args.num_cpus, progress=not args.quiet,
-                   gpus_per_trial=args.gpus_per_trial)
+    counts = sweep(
+        specs,
+        store,
+        address=args.address,
+        cpus_per_trial=args.cpus_per_trial,
+        num_cpus=args.num_cpus,
+        progress=not args.quiet,
+        gpus_per_trial=args.gpus_per_trial,
+    )
     keys = {s.run_key for s in specs}
     latency_failed = measure_phase(store, keys, args)
     with _wide_pandas():
         print(summary_frame([r for r in store.rows() if r["run_key"] in keys]).to_string(index=False))
-    print(f"{counts['done']} run(s) done, {counts['skipped']} already done (skipped), {counts['failed']} failed; store: {store.location}")
+    print(
+        f"{counts['done']} run(s) done, {counts['skipped']} already done (skipped), {counts['failed']} failed; "
+        f"store: {store.location}"
+    )
     return 1 if counts["failed"] or latency_failed else 0
 
 
@@ -238,7 +325,8 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 def _headlines(store, task: str | None) -> str:
     """The per-target headline tables, as text."""
-    from reports import leaderboard as lb, targets as tg
+    from reports import leaderboard as lb
+    from reports import targets as tg
     from reports.report import convergence_note
 
     df = lb.load_frame(store, [task] if task else None)
@@ -248,8 +336,11 @@ def _headlines(store, task: str | None) -> str:
     for g in groups:
         shown, _ = tg.wide(tg.target_table(g))
         if not shown.empty:
-            out += ["", f"{g.key}: {g.metric or 'error'} at each FLOP/s target ({g.budget} training steps per candidate)",
-                    shown.to_string(index=False)]
+            out += [
+                "",
+                f"{g.key}: {g.metric or 'error'} at each FLOP/s target ({g.budget} training steps per candidate)",
+                shown.to_string(index=False),
+            ]
             note = convergence_note(checks.get(g.key))
             out += [note] if note else []
     return "\n".join(out + (["", tg.LEGEND] if out else []))
@@ -283,5 +374,12 @@ def _wide_pandas():
     return pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_colwidth", 60)
 
 
-_COMMANDS = {"list": cmd_list, "run": cmd_run, "sweep": cmd_sweep, "results": cmd_results, "report": cmd_report, "profile": cmd_profile}
+_COMMANDS = {
+    "list": cmd_list,
+    "run": cmd_run,
+    "sweep": cmd_sweep,
+    "results": cmd_results,
+    "report": cmd_report,
+    "profile": cmd_profile,
+}
 _COMMANDS.update(DEPLOY_COMMANDS)

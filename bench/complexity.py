@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Union
 
 import torch
 import torch.nn as nn
@@ -31,7 +31,7 @@ from bench.op_handles import FREE_OPS, HANDLES
 
 __all__ = ["Complexity", "NonzeroCounter", "measure", "profile_table"]
 
-Inputs = Union[torch.Tensor, tuple]
+Inputs = torch.Tensor | tuple
 
 
 @dataclass(frozen=True)
@@ -177,9 +177,7 @@ class NonzeroCounter:
             return 2 * int(round(_nonzero_macs(self.total, self._groups)))
 
 
-def measure(
-    model: nn.Module, example_input: Union[torch.Tensor, tuple[torch.Tensor, ...]]
-) -> Complexity:
+def measure(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...]) -> Complexity:
     """Count MACs/FLOPs/params of one forward pass of ``model`` on ``example_input``.
 
     Traced with fvcore under ``torch.no_grad()`` in eval mode (training flags are
@@ -248,9 +246,7 @@ def profile_table(model: nn.Module, example_input: Inputs, max_depth: int = 3) -
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
 
     def line(r: tuple) -> str:
-        return "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
-        )
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
 
     rule = "-" * len(line(head))
     missing = ", ".join(f"{op} (x{n})" for op, n in sorted(uncounted.items())) or "none"

@@ -4,6 +4,7 @@ Every task and method has a `Config` dataclass (one comment per field). `--set k
 overrides a field; the value is parsed by the field's type, so a typo or a wrong type is a
 one-line error before anything runs. The fully resolved config is stored with each result.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,8 +13,9 @@ import json
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -84,7 +86,9 @@ def apply_overrides(config: Any, overrides: Mapping[str, str], where: str) -> An
         try:
             changes[key] = parse_value(raw, hints[key])
         except (ValueError, TypeError) as err:
-            raise ConfigError(f"bad value {raw!r} for {key} of {where}: expected {_type_name(hints[key])} ({err})") from None
+            raise ConfigError(
+                f"bad value {raw!r} for {key} of {where}: expected {_type_name(hints[key])} ({err})"
+            ) from None
     new = dataclasses.replace(config, **changes)
     validate = getattr(new, "validate", None)
     if callable(validate):

@@ -11,24 +11,25 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter
-from typing import Any, Callable, List, Optional, Union
+from collections.abc import Callable
+from typing import Any
 
 with warnings.catch_warnings():
     # fvcore.nn imports its focal losses, which call the deprecated torch.jit.script.
     warnings.simplefilter("ignore", DeprecationWarning)
     from fvcore.nn.jit_handles import get_shape
 
-Handle = Callable[[List[Any], List[Any]], Union[int, Counter]]
+Handle = Callable[[list[Any], list[Any]], int | Counter]
 
 # Signature (fvcore): handle(inputs: List[torch._C.Value], outputs: List[torch._C.Value])
 # -> number of MACs (or a Counter of MACs per op name).
 
 
-def _prod(shape: Optional[List[int]]) -> int:
+def _prod(shape: list[int] | None) -> int:
     return math.prod(shape) if shape else 0
 
 
-def _elementwise(inputs: List[Any], outputs: List[Any]) -> int:
+def _elementwise(inputs: list[Any], outputs: list[Any]) -> int:
     """MACs = numel(output): one MAC-equivalent per output element.
 
     0-dim outputs are free: in a trace they are size arithmetic on scalars
@@ -40,7 +41,7 @@ def _elementwise(inputs: List[Any], outputs: List[Any]) -> int:
     return _prod(shape)
 
 
-def _reduction(inputs: List[Any], outputs: List[Any]) -> int:
+def _reduction(inputs: list[Any], outputs: list[Any]) -> int:
     """MACs = numel(input): one per element read (mean, sum, max, pooling, ...)."""
     return _prod(get_shape(inputs[0]))
 
@@ -48,7 +49,7 @@ def _reduction(inputs: List[Any], outputs: List[Any]) -> int:
 def _rnn(gates: int, gate_elementwise: int) -> Handle:
     """Build a handle for ``aten::{gru,lstm,rnn_tanh,rnn_relu}`` (both overloads)."""
 
-    def handle(inputs: List[Any], outputs: List[Any]) -> int:
+    def handle(inputs: list[Any], outputs: list[Any]) -> int:
         """MACs = T*B * sum_{layer, dir} [gates*(I_l*H + H*H) + e*H].
 
         gates = 3 (GRU), 4 (LSTM), 1 (RNN); I_0 = input size, I_l = H*num_dirs
@@ -92,7 +93,7 @@ def _rnn(gates: int, gate_elementwise: int) -> Handle:
     return handle
 
 
-def _sdpa(inputs: List[Any], outputs: List[Any]) -> int:
+def _sdpa(inputs: list[Any], outputs: list[Any]) -> int:
     """Q (..., L, E), K (..., S, E), V (..., S, Ev); N = prod(Q.shape[:-2]).
 
     MACs = N*L*S*E (scores) + N*L*S*Ev (weighted sum) + N*L*S (softmax).
@@ -104,7 +105,7 @@ def _sdpa(inputs: List[Any], outputs: List[Any]) -> int:
     return n * length * s * (e + ev) + n * length * s
 
 
-def _native_mha(inputs: List[Any], outputs: List[Any]) -> Counter:
+def _native_mha(inputs: list[Any], outputs: list[Any]) -> Counter:
     """Fused ``aten::_native_multi_head_attention`` (MHA fast path), B*L queries, S keys.
 
     linear = B*(L*E*E + 2*S*E*E) (in-proj q, k, v) + B*L*E*E (out-proj);
@@ -119,7 +120,7 @@ def _native_mha(inputs: List[Any], outputs: List[Any]) -> Counter:
     return Counter({"linear": linear, "scaled_dot_product_attention": attn})
 
 
-def _native_encoder_layer(inputs: List[Any], outputs: List[Any]) -> Counter:
+def _native_encoder_layer(inputs: list[Any], outputs: list[Any]) -> Counter:
     """Fused ``aten::_transformer_encoder_layer_fwd`` (encoder fast path), src (B, L, E).
 
     linear = 4*B*L*E*E (q, k, v, out) + 2*B*L*E*F (feed-forward, F = dim_feedforward);
@@ -135,8 +136,7 @@ def _native_encoder_layer(inputs: List[Any], outputs: List[Any]) -> Counter:
     return Counter(
         {
             "linear": 4 * tokens * embed * embed + 2 * tokens * embed * ff,
-            "scaled_dot_product_attention": 2 * b * length * length * embed
-            + b * heads * length * length,
+            "scaled_dot_product_attention": 2 * b * length * length * embed + b * heads * length * length,
             "layer_norm": 2 * 5 * tokens * embed,
             act: tokens * ff,
             "add": 2 * tokens * embed,
@@ -144,7 +144,7 @@ def _native_encoder_layer(inputs: List[Any], outputs: List[Any]) -> Counter:
     )
 
 
-def _stft(inputs: List[Any], outputs: List[Any]) -> int:
+def _stft(inputs: list[Any], outputs: list[Any]) -> int:
     """MACs = frames * (n_fft + 2*n_fft*log2(n_fft)).
 
     n_fft multiplies apply the window; 2*n_fft*log2(n_fft) is a real-FFT estimate.
@@ -162,8 +162,16 @@ _ELEMENTWISE_OPS = """add sub mul div rsub sigmoid tanh relu gelu silu softmax l
     exp log pow sqrt rsqrt abs clamp neg hardtanh leaky_relu elu prelu hardswish
     hardsigmoid softplus mish glu sin cos reciprocal erf square maximum minimum where
     addcmul log_sigmoid clamp_min clamp_max""".split()
-_INPLACE_OK = set(_ELEMENTWISE_OPS) - {"softmax", "log_softmax", "prelu", "glu", "where",
-                                       "maximum", "minimum", "log_sigmoid"}
+_INPLACE_OK = set(_ELEMENTWISE_OPS) - {
+    "softmax",
+    "log_softmax",
+    "prelu",
+    "glu",
+    "where",
+    "maximum",
+    "minimum",
+    "log_sigmoid",
+}
 _REDUCTION_OPS = """mean sum max min amax amin prod logsumexp norm linalg_vector_norm var
     std argmax argmin avg_pool1d avg_pool2d max_pool1d max_pool2d adaptive_avg_pool1d
     adaptive_max_pool1d adaptive_max_pool2d""".split()
@@ -189,4 +197,3 @@ HANDLES: dict[str, Handle] = {
     "aten::_transformer_encoder_layer_fwd": _native_encoder_layer,
     "aten::stft": _stft,
 }
-

@@ -1,4 +1,5 @@
 """What produced a result: package versions, git revision, machine. Stored with every row."""
+
 from __future__ import annotations
 
 import functools
@@ -30,7 +31,13 @@ def git_revision() -> str:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_REPO, capture_output=True, text=True, timeout=10)
         if rev.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=_REPO, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=_REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

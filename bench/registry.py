@@ -5,11 +5,13 @@
 module that fails to import is an error, never silently missing (tests assert the registry
 lists exactly the modules present).
 """
+
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -54,7 +56,9 @@ def plugin_modules(package: str) -> list[str]:
     """Names of the modules of `package` (``tasks`` or ``methods``) that define plug-ins."""
     pkg = importlib.import_module(package)
     return sorted(
-        m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.ispkg and m.name not in _NOT_PLUGINS and not m.name.startswith("_")
+        m.name
+        for m in pkgutil.iter_modules(pkg.__path__)
+        if not m.ispkg and m.name not in _NOT_PLUGINS and not m.name.startswith("_")
     )
 
 

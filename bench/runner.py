@@ -4,15 +4,17 @@ evaluated, measured and stored here, the same way for all methods.
 A run is one (task, method, resolved config, seed); its key is stable, so re-running skips
 runs that finished and redoes runs that crashed or failed.
 """
+
 from __future__ import annotations
 
 import math
 import shutil
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Iterable
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -40,9 +42,13 @@ def left_out_of_default_suite() -> list[str]:
         elif cls.default_families:
             out += [f"{name} ({f})" for f in cls.model_families if f not in cls.default_families]
     return out
+
+
 # The training budget every candidate gets, stored in each resolved config.
-BUDGET_RULE = ("every candidate's lineage has train.steps optimizer steps: the dense model, a width learner's "
-               "training, pruning's pre-training + pruning steps + fine-tuning, each search trial")
+BUDGET_RULE = (
+    "every candidate's lineage has train.steps optimizer steps: the dense model, a width learner's "
+    "training, pruning's pre-training + pruning steps + fine-tuning, each search trial"
+)
 
 
 @dataclass(frozen=True)
@@ -134,8 +140,12 @@ def plan_runs(
     methods_given = {part.strip() for name in methods for part in name.split(",")}
     tasks = list(tasks)
     suite = [t for t in tasks if t.strip() == DEFAULT_SUITE]
-    task_list = _expand([t for t in tasks if t.strip() != DEFAULT_SUITE] + (["all"] if suite else []), task_names(), "task",
-                        [n for n in task_names() if not suite or get_task_class(n).in_default_suite])
+    task_list = _expand(
+        [t for t in tasks if t.strip() != DEFAULT_SUITE] + (["all"] if suite else []),
+        task_names(),
+        "task",
+        [n for n in task_names() if not suite or get_task_class(n).in_default_suite],
+    )
     method_list = _expand(methods, method_names(), "method", [m for m in method_names() if get_method_class(m).in_all])
     seeds = list(dict.fromkeys(int(s) for s in seeds))
     if any(s < 0 for s in seeds):
@@ -149,7 +159,9 @@ def plan_runs(
         task_cls = get_task_class(task_name)
         task_config = apply_overrides(task_cls.Config(), task_overrides, f"task {task_name}")
         task = task_cls(task_config, scale=scale, data_root=data_root)
-        recipe = apply_overrides(task.recipe(), {k: v for s, k, v in overrides if s == "train"}, f"train (task {task_name})")
+        recipe = apply_overrides(
+            task.recipe(), {k: v for s, k, v in overrides if s == "train"}, f"train (task {task_name})"
+        )
         floors: dict[str, float | None] = {}
         for method_name in method_list:
             method_cls = get_method_class(method_name)
@@ -179,8 +191,9 @@ def plan_runs(
     return specs
 
 
-def _task_variants(task_list: list[str], overrides: list[tuple[str, str, str]], default_suite: bool = False
-                   ) -> list[tuple[str, dict[str, str]]]:
+def _task_variants(
+    task_list: list[str], overrides: list[tuple[str, str, str]], default_suite: bool = False
+) -> list[tuple[str, dict[str, str]]]:
     """(task, its overrides) per run target: every model family of a task that has several
     (in the default suite, its default families), unless `task.model` picks one."""
     out = []
@@ -200,12 +213,28 @@ def _check_scopes(overrides: list[tuple[str, str, str]], tasks: list[str], metho
             if key not in field_names(TrainRecipe):
                 raise ConfigError(f"unknown setting train.{key}; valid: {', '.join(field_names(TrainRecipe))}")
         elif scope in scopes:
-            owners = [n for n in scopes[scope] if key in field_names((get_task_class if scope == "task" else get_method_class)(n).Config)]
+            owners = [
+                n
+                for n in scopes[scope]
+                if key in field_names((get_task_class if scope == "task" else get_method_class)(n).Config)
+            ]
             if not owners:
-                valid = sorted({f for n in scopes[scope] for f in field_names((get_task_class if scope == "task" else get_method_class)(n).Config)})
-                raise ConfigError(f"unknown setting {scope}.{key} for {', '.join(scopes[scope])}; valid: {', '.join(valid) or '(none)'}")
+                valid = sorted(
+                    {
+                        f
+                        for n in scopes[scope]
+                        for f in field_names((get_task_class if scope == "task" else get_method_class)(n).Config)
+                    }
+                )
+                raise ConfigError(
+                    f"unknown setting {scope}.{key} for {', '.join(scopes[scope])}; valid: "
+                    f"{', '.join(valid) or '(none)'}"
+                )
         elif scope not in tasks and scope not in methods:
-            raise ConfigError(f"unknown scope {scope!r} in --set {scope}.{key}; use task., method., train. or a selected task or method name")
+            raise ConfigError(
+                f"unknown scope {scope!r} in --set {scope}.{key}; use task., method., train. or a selected task or "
+                "method name"
+            )
 
 
 def _knob_values(method: Any, task: Any) -> list[Any]:
@@ -237,8 +266,17 @@ def _execute_claimed(spec: RunSpec, store: ResultStore, progress: bool) -> RunOu
     status, reason = "done", None
     try:
         task, method = spec.build_task(), spec.build_method()
-        ctx = RunContext(task=task, seed=spec.seed, recipe=spec.recipe, progress=progress, store_url=store.url, run_key=spec.run_key,
-                         models_dir=store.models_dir, config=spec.config, store_rows=store.rows)
+        ctx = RunContext(
+            task=task,
+            seed=spec.seed,
+            recipe=spec.recipe,
+            progress=progress,
+            store_url=store.url,
+            run_key=spec.run_key,
+            models_dir=store.models_dir,
+            config=spec.config,
+            store_rows=store.rows,
+        )
         for index, candidate in enumerate(method.candidates(ctx)):
             row = _finish_candidate(spec, store, ctx, index, candidate)
             check_converged(task, candidate.model, row["error"], candidate.label or f"candidate {index}")
@@ -268,11 +306,15 @@ def check_converged(task: Any, model: Any, error: float, what: str) -> None:
             raise DivergedError(f"{what}: weights {name} became non-finite (training diverged; try a lower train.lr)")
     chance = getattr(task, "chance_error", None)
     if chance is not None and error > CHANCE_MARGIN * chance:
-        raise DivergedError(f"{what}: {task.metric} {error:.4g} is worse than chance ({chance:g}) by more than "
-                            f"{CHANCE_MARGIN:g}x (training diverged; try a lower train.lr)")
+        raise DivergedError(
+            f"{what}: {task.metric} {error:.4g} is worse than chance ({chance:g}) by more than "
+            f"{CHANCE_MARGIN:g}x (training diverged; try a lower train.lr)"
+        )
 
 
-def _finish_candidate(spec: RunSpec, store: ResultStore, ctx: RunContext, index: int, cand: Candidate) -> dict[str, Any]:
+def _finish_candidate(
+    spec: RunSpec, store: ResultStore, ctx: RunContext, index: int, cand: Candidate
+) -> dict[str, Any]:
     task, model, info = ctx.task, cand.model, dict(cand.info)
     train_seconds, train_steps = cand.train_seconds, cand.train_steps
     if cand.needs_training:
@@ -292,9 +334,14 @@ def _finish_candidate(spec: RunSpec, store: ResultStore, ctx: RunContext, index:
     relpath = None  # a reference (an outside model) has no file the task's code could rebuild
     if not info.get("reference"):
         relpath = f"{spec.run_key}/candidate{index}.pt"
-        save_candidate(store.models_dir / relpath, model, task=spec.task, task_config=to_dict(spec.task_config),
-                       widths=cand.widths, meta={"method": spec.method, "label": cand.label, "seed": spec.seed,
-                                                 "config": spec.config})
+        save_candidate(
+            store.models_dir / relpath,
+            model,
+            task=spec.task,
+            task_config=to_dict(spec.task_config),
+            widths=cand.widths,
+            meta={"method": spec.method, "label": cand.label, "seed": spec.seed, "config": spec.config},
+        )
     return {
         **_base_row(spec),
         "candidate": index,
@@ -370,7 +417,9 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def run_all(specs: list[RunSpec], store: ResultStore, progress: bool = True, jobs: int = 1, threads: int = 1) -> list[RunOutcome]:
+def run_all(
+    specs: list[RunSpec], store: ResultStore, progress: bool = True, jobs: int = 1, threads: int = 1
+) -> list[RunOutcome]:
     """Execute specs with a progress bar over runs; failures do not stop the rest.
 
     `jobs` > 1 runs that many specs at once, each in a worker process with `threads` torch
@@ -423,8 +472,14 @@ class RunProgress:
     def __init__(self, total: int, desc: str, enabled: bool, done: int = 0):
         self.total, self.done = total, done
         self.lines = enabled and not sys.stderr.isatty()
-        self.bar = tqdm(total=total, initial=done, desc=desc, unit="run", disable=not enabled or self.lines or None,
-                        dynamic_ncols=True)
+        self.bar = tqdm(
+            total=total,
+            initial=done,
+            desc=desc,
+            unit="run",
+            disable=not enabled or self.lines or None,
+            dynamic_ncols=True,
+        )
 
     def running(self, spec: RunSpec) -> None:
         self.bar.set_postfix_str(f"{spec.task}/{spec.method} seed {spec.seed}")
@@ -436,8 +491,12 @@ class RunProgress:
         self.bar.update()
         if self.lines:
             why = f": {outcome.reason}" if outcome.status == "failed" and outcome.reason else ""
-            print(f"[{self.done}/{self.total}] {spec.task}/{spec.method} seed {spec.seed} {spec.config_hash[:8]}: "
-                  f"{outcome.status}{why}", file=sys.stderr, flush=True)
+            print(
+                f"[{self.done}/{self.total}] {spec.task}/{spec.method} seed {spec.seed} {spec.config_hash[:8]}: "
+                f"{outcome.status}{why}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def close(self) -> None:
         self.bar.close()
@@ -454,8 +513,10 @@ def prepare_data(specs: list[RunSpec]) -> None:
                 spec.build_task().prepare()
             except OSError as err:  # e.g. an unwritable cache: one line, before any run starts
                 where = f" {err.filename}" if err.filename else ""
-                raise ConfigError(f"cannot build the data of task {spec.task}:{where} {err.strerror or err}; "
-                                  "set BENCH_CACHE to a writable folder") from None
+                raise ConfigError(
+                    f"cannot build the data of task {spec.task}:{where} {err.strerror or err}; "
+                    "set BENCH_CACHE to a writable folder"
+                ) from None
 
 
 def _start_order(spec: RunSpec) -> int:

@@ -5,6 +5,7 @@ keyed by (task, method, config hash, seed). Its rows are written in one transact
 its final status, so a killed run leaves nothing half-written and a re-run redoes only what
 did not finish. Candidate models are saved as files beside the store (see `checkpoint`).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -13,9 +14,10 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -61,7 +63,9 @@ results = sa.Table(
     sa.Column("flops_unit", sa.String(64)),
     sa.Column("uncounted_ops", sa.JSON),  # operators the counter saw but could not count
     sa.Column("metric", sa.String(32)),  # name of the primary error metric
-    sa.Column("metric_info", sa.JSON),  # the task's description of it: label, chance level, iso-quality tolerance, breakdowns
+    sa.Column(
+        "metric_info", sa.JSON
+    ),  # the task's description of it: label, chance level, iso-quality tolerance, breakdowns
     sa.Column("error", sa.Float),  # primary error, lower is better
     sa.Column("breakdowns", sa.JSON),  # primary metric per group
     sa.Column("secondary", sa.JSON),  # other metrics
@@ -69,7 +73,9 @@ results = sa.Table(
     sa.Column("search_seconds", sa.Float),  # all training the method spent to produce it
     sa.Column("train_steps", sa.Integer),  # optimizer steps in the candidate's lineage (the training budget)
     sa.Column("search_steps", sa.Integer),  # all optimizer steps the method spent to produce it
-    sa.Column("target_ratio", sa.Float),  # FLOP/s target as a fraction of the dense model's; null: none (dense, references)
+    sa.Column(
+        "target_ratio", sa.Float
+    ),  # FLOP/s target as a fraction of the dense model's; null: none (dense, references)
     sa.Column("achieved_ratio", sa.Float),  # the candidate's FLOP/s (or non-zero FLOP/s) over the dense model's
     sa.Column("target_met", sa.Boolean),  # achieved_ratio within 10 % of target_ratio
     sa.Column("latency_ms", sa.Float),  # median CPU latency on the example input (PyTorch, measurement phase)
@@ -165,7 +171,10 @@ class ResultStore:
         try:
             self.engine = sa.create_engine(url, connect_args=self._connect_args())
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as err:
-            raise StoreError(f"cannot use store {self.location!r}: {err}; give a file path, or an SQLAlchemy URL whose driver is installed") from None
+            raise StoreError(
+                f"cannot use store {self.location!r}: {err}; give a file path, or an SQLAlchemy URL whose driver is "
+                "installed"
+            ) from None
         if self.sqlite_path is not None:
             sa.event.listen(self.engine, "connect", _sqlite_busy_timeout)
         if not read_only:
@@ -185,8 +194,9 @@ class ResultStore:
                 return
             if "results" not in tables or "runs" not in tables:
                 what = "is empty" if not tables else f"has tables {', '.join(sorted(tables)[:4])} but no results table"
-                raise StoreError(f"store {self.location!r} is not a result store of this benchmark (it {what}); "
-                                 "check --store")
+                raise StoreError(
+                    f"store {self.location!r} is not a result store of this benchmark (it {what}); check --store"
+                )
             for table in (runs, results, claims):
                 if table.name not in tables:
                     continue  # a table added later is created on the next write
@@ -194,8 +204,10 @@ class ResultStore:
                 missing = [c.name for c in table.columns if c.name not in have]
                 if missing:
                     lacks = f"table {table.name} lacks {', '.join(missing)}"
-                    raise StoreError(f"store {self.location!r} has an older schema ({lacks}); "
-                                     "write to a new store (--store) or rerun the runs into one")
+                    raise StoreError(
+                        f"store {self.location!r} has an older schema ({lacks}); "
+                        "write to a new store (--store) or rerun the runs into one"
+                    )
         except sa.exc.SQLAlchemyError as err:
             raise StoreError(f"cannot open store {self.location!r}: {_first_line(err)}") from None
 
@@ -212,11 +224,14 @@ class ResultStore:
         try:
             self.models_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise StoreError(f"cannot create models folder {self.models_dir}: {err.strerror}; "
-                             "pass --models-dir with a writable folder") from None
+            raise StoreError(
+                f"cannot create models folder {self.models_dir}: {err.strerror}; "
+                "pass --models-dir with a writable folder"
+            ) from None
         if not os.access(self.models_dir, os.W_OK | os.X_OK):
-            raise StoreError(f"models folder {self.models_dir} is not writable; "
-                             "pass --models-dir with a writable folder")
+            raise StoreError(
+                f"models folder {self.models_dir} is not writable; pass --models-dir with a writable folder"
+            )
 
     def _check_sqlite_file(self, path: Path) -> None:
         if not path.exists():
@@ -264,7 +279,9 @@ class ResultStore:
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise StoreError(f"cannot create store folder {parent}: {err.strerror}; pass --store with a writable path") from None
+            raise StoreError(
+                f"cannot create store folder {parent}: {err.strerror}; pass --store with a writable path"
+            ) from None
         target = path if path.exists() else parent
         if not os.access(target, os.W_OK):
             raise StoreError(f"store {path} is not writable; pass --store with a writable path or an SQLAlchemy URL")
@@ -281,17 +298,31 @@ class ResultStore:
         with self._transaction() as conn:
             conn.execute(runs.delete().where(runs.c.run_key == run_key))
             conn.execute(
-                runs.insert().values(run_key=run_key, task=task, method=method, config_hash=config_hash, seed=seed, status="running", started_at=_now())
+                runs.insert().values(
+                    run_key=run_key,
+                    task=task,
+                    method=method,
+                    config_hash=config_hash,
+                    seed=seed,
+                    status="running",
+                    started_at=_now(),
+                )
             )
 
-    def finish_run(self, run_key: str, rows: Iterable[dict[str, Any]], status: str, reason: str | None, seconds: float) -> None:
+    def finish_run(
+        self, run_key: str, rows: Iterable[dict[str, Any]], status: str, reason: str | None, seconds: float
+    ) -> None:
         """Replace the run's rows and set its final status, all in one transaction."""
         rows = [{**row, "run_key": run_key, "created_at": _now()} for row in rows]
         with self._transaction() as conn:
             conn.execute(results.delete().where(results.c.run_key == run_key))
             if rows:
                 conn.execute(results.insert(), rows)
-            conn.execute(runs.update().where(runs.c.run_key == run_key).values(status=status, reason=reason, finished_at=_now(), seconds=seconds))
+            conn.execute(
+                runs.update()
+                .where(runs.c.run_key == run_key)
+                .values(status=status, reason=reason, finished_at=_now(), seconds=seconds)
+            )
             conn.execute(claims.delete().where(claims.c.run_key == run_key))
 
     # --- claims: one process trains a run at a time -------------------------------------
@@ -307,8 +338,11 @@ class ResultStore:
             if held is not None:
                 if held.owner != owner and not (time.time() - held.heartbeat > ttl or _dead_here(held.owner)):
                     return False
-                unchanged = (claims.c.run_key == run_key, claims.c.owner == held.owner,
-                             claims.c.heartbeat == held.heartbeat)
+                unchanged = (
+                    claims.c.run_key == run_key,
+                    claims.c.owner == held.owner,
+                    claims.c.heartbeat == held.heartbeat,
+                )
                 taken = conn.execute(claims.update().where(*unchanged).values(owner=owner, heartbeat=time.time()))
                 return taken.rowcount == 1  # 0: another process took it over first
         try:
@@ -323,8 +357,11 @@ class ResultStore:
     def heartbeat(self, run_key: str, owner: str = "") -> bool:
         """Refresh our claim on `run_key`; False if it is no longer ours."""
         with self._transaction() as conn:
-            done = conn.execute(claims.update().where(claims.c.run_key == run_key, claims.c.owner == (owner or OWNER))
-                                .values(heartbeat=time.time()))
+            done = conn.execute(
+                claims.update()
+                .where(claims.c.run_key == run_key, claims.c.owner == (owner or OWNER))
+                .values(heartbeat=time.time())
+            )
             return done.rowcount == 1
 
     def release(self, run_key: str, owner: str = "") -> None:
@@ -381,7 +418,9 @@ class ResultStore:
         return _Retrying(self.engine)
 
     # --- reading ----------------------------------------------------------------------
-    def rows(self, task: str | None = None, method: str | None = None, run_key: str | None = None) -> list[dict[str, Any]]:
+    def rows(
+        self, task: str | None = None, method: str | None = None, run_key: str | None = None
+    ) -> list[dict[str, Any]]:
         """All result rows (optionally of one task, method and/or run), oldest first."""
         query = sa.select(results).order_by(results.c.id)
         if run_key:

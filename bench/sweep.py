@@ -14,6 +14,7 @@ Optuna trial as the method would set them; then `execute` collects the Pareto fr
 serial run (every trial complete: nothing is trained). A restarted sweep runs only the
 trials still missing in the study.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,7 +42,9 @@ def check_address(address: str | None, timeout: float = 3.0) -> None:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as err:
         reason = err.strerror or type(err).__name__
-        raise SweepError(f"cannot reach a Ray cluster at {address}: {reason}; is `ray start --head` running there?") from None
+        raise SweepError(
+            f"cannot reach a Ray cluster at {address}: {reason}; is `ray start --head` running there?"
+        ) from None
 
 
 def check_resources(cpus_per_trial: int, num_cpus: int | None) -> None:
@@ -120,8 +123,16 @@ def _optuna_trial(config: dict, spec: RunSpec, slots: list[str], store_url: str,
     number = int(config[TRIAL_KEY])
     seed_everything(spec.seed)  # as `execute` seeds a serial run
     task = _search_task(spec)
-    ctx = RunContext(task=task, seed=spec.seed, recipe=spec.recipe, progress=False, store_url=store_url,
-                     run_key=spec.run_key, models_dir=models_dir, config=spec.config)
+    ctx = RunContext(
+        task=task,
+        seed=spec.seed,
+        recipe=spec.recipe,
+        progress=False,
+        store_url=store_url,
+        run_key=spec.run_key,
+        models_dir=models_dir,
+        config=spec.config,
+    )
     full = {s: task.width_slots()[s] for s in slots}
     widths = {s: int(config[s]) for s in slots}
     tune.report(trial_result(ctx, study, widths, trial_index(study, study.trials[number]), full))
@@ -143,8 +154,17 @@ def _study_name(spec: RunSpec) -> str:
     return f"bench:{spec.run_key}"  # the name the method gives its study
 
 
-def _search(spec: RunSpec, store_url: str, models_dir: str, ray_dir: Path, cpus_per_trial: int, progress: bool,
-            name: str, callbacks: list | None = None, resources: dict | None = None) -> int:
+def _search(
+    spec: RunSpec,
+    store_url: str,
+    models_dir: str,
+    ray_dir: Path,
+    cpus_per_trial: int,
+    progress: bool,
+    name: str,
+    callbacks: list | None = None,
+    resources: dict | None = None,
+) -> int:
     """Run the trials still missing in the study of optuna run `spec` as Tune trials; returns how many."""
     import optuna
     from ray import tune
@@ -159,19 +179,33 @@ def _search(spec: RunSpec, store_url: str, models_dir: str, ray_dir: Path, cpus_
         return 0
     method.prepare(study, task, spec.seed)  # the method's sampler and full-width start trial
     searcher = _make_searcher(
-        space=method.space(task), metric=["error", "flops"], mode=["min", "min"], sampler=study.sampler,
-        storage=rdb_storage(store_url), study_name=study.study_name,
+        space=method.space(task),
+        metric=["error", "flops"],
+        mode=["min", "min"],
+        sampler=study.sampler,
+        storage=rdb_storage(store_url),
+        study_name=study.study_name,
     )
     trainable = tune.with_resources(
-        tune.with_parameters(_optuna_trial, spec=spec, slots=method.resolve_slots(task), store_url=store_url,
-                             models_dir=models_dir, threads=cpus_per_trial),
+        tune.with_parameters(
+            _optuna_trial,
+            spec=spec,
+            slots=method.resolve_slots(task),
+            store_url=store_url,
+            models_dir=models_dir,
+            threads=cpus_per_trial,
+        ),
         resources or {"cpu": cpus_per_trial},
     )
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=missing, reuse_actors=True),
-        run_config=tune.RunConfig(name=f"{name}-optuna-{spec.config_hash[:12]}-seed{spec.seed}", storage_path=str(ray_dir),
-                                  verbose=1 if progress else 0, callbacks=list(callbacks or [])),
+        run_config=tune.RunConfig(
+            name=f"{name}-optuna-{spec.config_hash[:12]}-seed{spec.seed}",
+            storage_path=str(ray_dir),
+            verbose=1 if progress else 0,
+            callbacks=list(callbacks or []),
+        ),
     )
     tuner.fit()  # a failed trial is told as failed; `execute` then runs what is still missing itself
     return missing
@@ -211,7 +245,9 @@ def sweep(
     searches = [s for s in pending if s.method == OPTUNA]
     if runs:
         trainable = tune.with_resources(
-            tune.with_parameters(_trial, specs=runs, store_url=store_url, models_dir=models_dir, threads=cpus_per_trial),
+            tune.with_parameters(
+                _trial, specs=runs, store_url=store_url, models_dir=models_dir, threads=cpus_per_trial
+            ),
             resources,
         )
         tuner = tune.Tuner(
@@ -220,7 +256,9 @@ def sweep(
             # One worker process runs trial after trial: a new actor per trial would pay Python,
             # torch and repo imports (seconds) for each run, more than a short run itself.
             tune_config=tune.TuneConfig(reuse_actors=True),
-            run_config=tune.RunConfig(name=name, storage_path=str(ray_dir), verbose=1 if progress else 0, callbacks=list(callbacks or [])),
+            run_config=tune.RunConfig(
+                name=name, storage_path=str(ray_dir), verbose=1 if progress else 0, callbacks=list(callbacks or [])
+            ),
         )
         busy = []
         for result in tuner.fit():

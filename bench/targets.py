@@ -5,6 +5,7 @@ name its field in `Method.target_field`; `--targets` sets that field for all of 
 (a method's own `--set` still wins), so every method is compared at the same points. A
 candidate meets its target when its FLOP/s ratio is within `TOLERANCE` of it.
 """
+
 from __future__ import annotations
 
 from bench.config import ConfigError
@@ -19,8 +20,10 @@ def check_targets(targets: list[float]) -> list[float]:
         raise ConfigError("--targets needs at least one FLOP/s ratio, e.g. --targets 0.5 0.25 0.125")
     for t in targets:
         if not 0 < t <= 1:
-            raise ConfigError(f"FLOP/s target {t:g} is not a fraction of the dense model's FLOP/s; give values in (0, 1], "
-                              "e.g. --targets 0.5 0.25 0.125")
+            raise ConfigError(
+                f"FLOP/s target {t:g} is not a fraction of the dense model's FLOP/s; give values in (0, 1], "
+                "e.g. --targets 0.5 0.25 0.125"
+            )
     return list(dict.fromkeys(float(t) for t in targets))
 
 
@@ -37,5 +40,7 @@ def check_reachable(targets: list[float], floors: dict[str, float | None], where
     for t in targets:
         if all(f is not None and t < f * (1 - TOLERANCE) for f in floors.values()):
             lowest = min(f for f in floors.values() if f is not None)
-            raise ConfigError(f"FLOP/s target {t:g} is under every method's floor on {where} (lowest: {lowest:.3f} of the dense "
-                              f"FLOP/s, which no method can go under); give targets of at least {lowest:.3f}")
+            raise ConfigError(
+                f"FLOP/s target {t:g} is under every method's floor on {where} (lowest: {lowest:.3f} of the dense "
+                f"FLOP/s, which no method can go under); give targets of at least {lowest:.3f}"
+            )

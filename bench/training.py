@@ -4,6 +4,7 @@ Methods that change training (noise injection, gates, pruning) plug in through
 `TrainingHooks`; the loop, optimiser and schedule come from the task's `TrainRecipe`, so
 all methods train the same way.
 """
+
 from __future__ import annotations
 
 import math
@@ -74,7 +75,9 @@ def _loader(dataset: Dataset, batch_size: int, generator: torch.Generator, pin: 
     item, the Python overhead of a small model's step is larger than the step itself."""
     if isinstance(dataset, TensorDataset) or getattr(dataset, "batch_indexing", False):
         batches = BatchSampler(RandomSampler(dataset, generator=generator), batch_size, drop_last=True)
-        return DataLoader(dataset, sampler=batches, batch_size=None, generator=generator, pin_memory=pin)  # the same batches as shuffle=True
+        return DataLoader(
+            dataset, sampler=batches, batch_size=None, generator=generator, pin_memory=pin
+        )  # the same batches as shuffle=True
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator, pin_memory=pin)
 
 
@@ -82,6 +85,11 @@ def _forever(loader: DataLoader):
     """Batches epoch after epoch, reshuffled each epoch."""
     while True:
         yield from loader
+
+
+def _scheduled(shape, steps: int):
+    """The LambdaLR factor of one param group: `shape` (a SCHEDULES entry) over `steps`."""
+    return lambda step: shape(step, steps)
 
 
 def train(
@@ -106,7 +114,7 @@ def train(
         raise ValueError(f"training split of {task.name} has fewer examples than batch_size={recipe.batch_size}")
     params = hooks.parameters(model) or model.parameters()
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    lambdas = [lambda s, f=SCHEDULES[g.get("schedule", "cosine")]: f(s, recipe.steps) for g in optimizer.param_groups]
+    lambdas = [_scheduled(SCHEDULES[g.get("schedule", "cosine")], recipe.steps) for g in optimizer.param_groups]
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
     model.train()
     losses: list[float] = []

@@ -8,6 +8,7 @@ parent only hands out runs and counts outcomes. Two faults are handled here:
 - a parent that dies (kill -9, TERM) must not leave its workers behind: each worker
   watches its parent and exits when it is gone (its claims then expire or are taken over).
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -19,8 +20,7 @@ import time
 from concurrent.futures import as_completed
 from concurrent.futures.process import BrokenProcessPool
 
-from bench.runner import (RunOutcome, RunProgress, RunSpec, _start_order, execute, store_failure,
-                          wait_for_others)
+from bench.runner import RunOutcome, RunProgress, RunSpec, _start_order, execute, store_failure, wait_for_others
 from bench.store import ResultStore
 
 DEATHS_ALLOWED = 1  # a run whose worker died this many times is retried once more, then stored as failed
@@ -54,9 +54,12 @@ def _round(specs, pending, store, jobs, threads, outcomes, bar) -> tuple[list[in
     from concurrent.futures import ProcessPoolExecutor  # looked up per call: tests stand in a recording pool
 
     # spawn, not fork: forking a process that has run torch can deadlock its thread pools
-    pool = ProcessPoolExecutor(min(jobs, len(pending)), mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init,
-                               initargs=(store.url, str(store.models_dir), threads, os.getpid()))
+    pool = ProcessPoolExecutor(
+        min(jobs, len(pending)),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init,
+        initargs=(store.url, str(store.models_dir), threads, os.getpid()),
+    )
     busy: list[int] = []
     broken: dict[int, int] | None = None
     try:
@@ -102,8 +105,12 @@ def _after_a_death(specs, pending, store, outcomes, deaths, culprits: dict[int, 
             outcomes[i] = store_failure(spec, store, reason)
             bar.finished(outcomes[i])
         else:
-            print(f"a worker process died ({how}) running {spec.task}/{spec.method} seed {spec.seed}; "
-                  "running it again in a new worker", file=sys.stderr, flush=True)
+            print(
+                f"a worker process died ({how}) running {spec.task}/{spec.method} seed {spec.seed}; "
+                "running it again in a new worker",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 _WORKER_STORE: ResultStore | None = None

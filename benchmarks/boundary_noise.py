@@ -9,6 +9,7 @@ mode, for the untrained model at lam = 0.5 (the other slots at full width).
 
     python benchmarks/boundary_noise.py [--model transformer] [--lam 0.5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,10 @@ def signal_shares(task, mode: str, slot: str, lam: float, seed: int = 0) -> list
         controller.kappa[slot].fill_((k + lam) / full[slot])
     seen: list[list[torch.Tensor]] = []
     masks = width_masks(model)[slot]
-    hooks = [m.register_forward_hook(lambda m, i, out, j=j: seen[-1].__setitem__(j, out.narrow(m.dim, k, 1).flatten()))
-             for j, m in enumerate(masks)]
+    hooks = [
+        m.register_forward_hook(lambda m, i, out, j=j: seen[-1].__setitem__(j, out.narrow(m.dim, k, 1).flatten()))
+        for j, m in enumerate(masks)
+    ]
     wave = torch.randn(8, 16000, generator=torch.Generator().manual_seed(1)) * 0.1
     model.train()
     for draw in range(2):

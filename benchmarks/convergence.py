@@ -11,6 +11,7 @@ evaluated here from each run's saved model; the seconds are the S-step training'
 
     python benchmarks/convergence.py [--task vad] [--set task.model=crnn] [--seed 0 1] [--steps 480]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,10 @@ class Result:
         return not self.failure and converged(self.error_s, self.error_2s, tolerance)
 
 
-HEADER = (f"{'task/family':<22} {'S':>6} {'val@S':>9} {'val@2S':>9} {'gap':>8}  {'verdict':<7} {'train s@S':>9}  "
-          "seeds (gap of each)")
+HEADER = (
+    f"{'task/family':<22} {'S':>6} {'val@S':>9} {'val@2S':>9} {'gap':>8}  {'verdict':<7} {'train s@S':>9}  "
+    "seeds (gap of each)"
+)
 
 
 def format_line(r: Result, tolerance: float) -> str:
@@ -67,8 +70,10 @@ def format_line(r: Result, tolerance: float) -> str:
         return f"{r.target:<22} {r.steps:>6} {'-':>9} {'-':>9} {'-':>8}  {'FAIL':<7} {'-':>9}  {r.seeds}  ({r.failure})"
     verdict = "PASS" if r.passed(tolerance) else "FAIL"
     gap = relative_gap(r.error_s, r.error_2s)
-    return (f"{r.target:<22} {r.steps:>6} {r.error_s:>9.4g} {r.error_2s:>9.4g} {gap:>+8.1%}  "
-            f"{verdict:<7} {r.seconds_s:>9.1f}  {r.seeds} ({', '.join(f'{g:+.1%}' for g in r.seed_gaps)})")
+    return (
+        f"{r.target:<22} {r.steps:>6} {r.error_s:>9.4g} {r.error_2s:>9.4g} {gap:>+8.1%}  "
+        f"{verdict:<7} {r.seconds_s:>9.1f}  {r.seeds} ({', '.join(f'{g:+.1%}' for g in r.seed_gaps)})"
+    )
 
 
 def summary_line(results: list[Result], tolerance: float) -> str:
@@ -95,42 +100,66 @@ def _val_error(spec: RunSpec, store: ResultStore, task_cache: dict) -> tuple[flo
     return task_cache[key].evaluate(model, "val").error, row["train_seconds"]
 
 
-def measure(tasks: list[str], seeds: list[int], scale: str, settings: list[str], steps: int | None,
-            store: ResultStore, progress: bool = False) -> list[Result]:
+def measure(
+    tasks: list[str],
+    seeds: list[int],
+    scale: str,
+    settings: list[str],
+    steps: int | None,
+    store: ResultStore,
+    progress: bool = False,
+) -> list[Result]:
     """Train every target at S and 2S steps (via the runner) and collect the validation errors."""
     short = plan_runs(tasks, ["baseline"], seeds, scale, settings + ([f"train.steps={steps}"] if steps else []))
     long = [replace(s, recipe=replace(s.recipe, steps=2 * s.recipe.steps)) for s in short]
     run_all([x for pair in zip(short, long) for x in pair], store, progress=progress)
     task_cache: dict = {}
     grouped: dict[str, list[tuple[RunSpec, RunSpec]]] = {}
-    for s, l in zip(short, long):
-        grouped.setdefault(_target(s), []).append((s, l))
+    for s, twice in zip(short, long):
+        grouped.setdefault(_target(s), []).append((s, twice))
     results = []
     for target, pairs in grouped.items():
         seeds_used = [s.seed for s, _ in pairs]
-        outcome = [(_val_error(s, store, task_cache), _val_error(l, store, task_cache)) for s, l in pairs]
+        outcome = [(_val_error(s, store, task_cache), _val_error(twice, store, task_cache)) for s, twice in pairs]
         failed = [x for pair in outcome for x in pair if isinstance(x, str)]
         n = pairs[0][0].recipe.steps
         if failed:
             results.append(Result(target, n, float("nan"), float("nan"), float("nan"), seeds_used, failure=failed[0]))
             continue
         mean_s, mean_2s = statistics.mean(a[0] for a, _ in outcome), statistics.mean(b[0] for _, b in outcome)
-        results.append(Result(target, n, mean_s, mean_2s, statistics.mean(a[1] for a, _ in outcome), seeds_used,
-                              [relative_gap(a[0], b[0]) for a, b in outcome]))
+        results.append(
+            Result(
+                target,
+                n,
+                mean_s,
+                mean_2s,
+                statistics.mean(a[1] for a, _ in outcome),
+                seeds_used,
+                [relative_gap(a[0], b[0]) for a, b in outcome],
+            )
+        )
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", nargs="+", default=["all"], help="task names or all (default: all)")
-    parser.add_argument("--seed", type=int, nargs="+", default=[0],
-                        help="seeds; errors and seconds are their means (default: 0)")
+    parser.add_argument(
+        "--seed", type=int, nargs="+", default=[0], help="seeds; errors and seconds are their means (default: 0)"
+    )
     parser.add_argument("--scale", default="small", help="smoke | small | full (default: small)")
     parser.add_argument("--steps", type=int, default=None, help="S (default: the recipe's steps)")
-    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="SCOPE.KEY=VALUE",
-                        help="setting as in `bench run`, e.g. task.model=crnn or train.lr=3e-3 (repeatable)")
-    parser.add_argument("--tolerance", type=float, default=0.10,
-                        help="largest relative gap that passes (default: 0.10)")
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="SCOPE.KEY=VALUE",
+        help="setting as in `bench run`, e.g. task.model=crnn or train.lr=3e-3 (repeatable)",
+    )
+    parser.add_argument(
+        "--tolerance", type=float, default=0.10, help="largest relative gap that passes (default: 0.10)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads, as a benchmark run uses (default: 1)")
     parser.add_argument("--store", default=None, help="result store (default: a new temporary one)")
     parser.add_argument("--progress", action="store_true", help="show training progress bars")
@@ -151,8 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     store = ResultStore(args.store or tempfile.mkdtemp(prefix="convergence-") + "/results.db")
     start = time.perf_counter()
     results = measure(tasks, args.seed, args.scale, args.settings, args.steps, store, args.progress)
-    print(f"scale {args.scale}, seeds {args.seed}, {torch.get_num_threads()} thread(s), {platform.machine()}, "
-          f"store {store.location}, {time.perf_counter() - start:.0f} s in all")
+    print(
+        f"scale {args.scale}, seeds {args.seed}, {torch.get_num_threads()} thread(s), {platform.machine()}, "
+        f"store {store.location}, {time.perf_counter() - start:.0f} s in all"
+    )
     print(HEADER)
     for r in results:
         print(format_line(r, args.tolerance))

@@ -5,6 +5,7 @@ rounds within one process, so machine noise hits both alike. Goal (issue 3): <= 
 
     python benchmarks/dynamic_step_time.py [--task synthetic vad ...] [--steps 30] [--rounds 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,15 +46,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--set", dest="settings", nargs="*", default=[], help="task settings, e.g. model=transformer")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads; 1 by default: on a busy machine, multi-threaded tiny ops time thread wake-ups, not work")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads; 1 by default: on a busy machine, multi-threaded tiny ops time thread wake-ups, not work",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, "
-          f"{args.rounds} rounds x {args.steps} steps each, median step time")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, "
+        f"{args.rounds} rounds x {args.steps} steps each, median step time"
+    )
     for name in args.task:
         cls = get_task_class(name)
-        overrides = dict(s.split("=", 1) for s in args.settings if s.split("=", 1)[0] in cls.Config.__dataclass_fields__)
+        overrides = dict(
+            s.split("=", 1) for s in args.settings if s.split("=", 1)[0] in cls.Config.__dataclass_fields__
+        )
         from bench.config import apply_overrides
 
         task = cls(apply_overrides(cls.Config(), overrides, f"task {name}"), scale=args.scale)
@@ -62,7 +71,9 @@ def main() -> None:
         slots = list(task.width_slots())
         dense = task.build_model()
         dynamic = task.build_model()
-        controller = NoiseInjectionController(task, slots, FlopsModel(task, slots), NoiseInjectionConfig(), kappa_min=0.0625)
+        controller = NoiseInjectionController(
+            task, slots, FlopsModel(task, slots), NoiseInjectionConfig(), kappa_min=0.0625
+        )
         with torch.no_grad():
             for kappa in controller.kappa.values():
                 kappa.fill_(0.6)  # a boundary inside every slot: the mixing path is exercised
@@ -74,7 +85,10 @@ def main() -> None:
             times["dense"].append(step_seconds(task, dense, None, batches, args.steps))
             times["dynamic"].append(step_seconds(task, dynamic, controller, batches, args.steps))
         d, n = statistics.median(times["dense"]), statistics.median(times["dynamic"])
-        print(f"{name} {overrides or ''}: dense {d * 1e3:.2f} ms/step, dynamic {n * 1e3:.2f} ms/step, ratio {n / d:.2f}x (goal <= 1.3x)")
+        print(
+            f"{name} {overrides or ''}: dense {d * 1e3:.2f} ms/step, dynamic {n * 1e3:.2f} ms/step, ratio "
+            f"{n / d:.2f}x (goal <= 1.3x)"
+        )
 
 
 if __name__ == "__main__":

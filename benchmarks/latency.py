@@ -83,7 +83,7 @@ def table(store: ResultStore, rows: list[dict], seconds: float, figure=stored_fi
         + ["ORT stream RTF", "PyTorch stream RTF"]
     )
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for (fam, seed), members in sorted(groups.items()):
+    for (fam, _seed), members in sorted(groups.items()):
         dense = next((r for r in members if r["method"] == "baseline" and r["target_ratio"] is None), None)
         if dense is None:
             continue

@@ -13,6 +13,7 @@ is only worth reading when they left the cores a phase needs (1 for serial, 2 fo
 
     python benchmarks/sweep_throughput.py [--runs 16] [--steps 10000] [--workers 2] [--plain]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,7 +75,7 @@ class CpuAccount:
                     text = f.read()
             except OSError:
                 continue
-            fields = text[text.rfind(")") + 2:].split()
+            fields = text[text.rfind(")") + 2 :].split()
             stats[int(pid)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / _HZ)  # ppid, utime + stime
         children: dict[int, list[int]] = {}
         for pid, (ppid, _) in stats.items():
@@ -110,7 +111,7 @@ class Phase:
     def __init__(self, account: CpuAccount):
         self.account = account
 
-    def __enter__(self) -> "Phase":
+    def __enter__(self) -> Phase:
         self.busy0, self.ours0 = self.account.totals()
         self.start = time.perf_counter()
         return self
@@ -148,7 +149,10 @@ def plain_processes(specs: list, workers: int, folder: str) -> tuple[float, floa
     Returns (wall time incl. starting the processes, first run's start to last run's end)."""
     ctx = mp.get_context("spawn")
     queue, start = ctx.Queue(), time.perf_counter()
-    procs = [ctx.Process(target=_plain_worker, args=(specs[i::workers], f"{folder}/plain{i}.db", queue)) for i in range(workers)]
+    procs = [
+        ctx.Process(target=_plain_worker, args=(specs[i::workers], f"{folder}/plain{i}.db", queue))
+        for i in range(workers)
+    ]
     for p in procs:
         p.start()
     spans = [queue.get() for _ in procs]
@@ -174,7 +178,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=16, help="runs in the grid (one seed each)")
     parser.add_argument("--steps", type=int, default=10000, help="training steps per run")
     parser.add_argument("--workers", type=int, default=2, help="Ray CPUs, one run on each")
-    parser.add_argument("--plain", action="store_true", help="also run the grid on plain processes without Ray (the machine's own limit)")
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="also run the grid on plain processes without Ray (the machine's own limit)",
+    )
     args = parser.parse_args()
     specs = plan_runs(["synthetic"], ["baseline"], range(args.runs), "small", [f"train.steps={args.steps}"])
     folder = tempfile.mkdtemp()
@@ -202,28 +210,54 @@ def main() -> None:
 
     cores = len(os.sched_getaffinity(0))
     print(f"machine: {platform.machine()}, {cores} cores ({os.cpu_count()} online); torch {torch.__version__}")
-    print(f"grid: {len(specs)} runs (synthetic/baseline, scale small, {args.steps} steps, one torch thread each); "
-          f"sweep and serial stored the same {len(specs)} results")
+    print(
+        f"grid: {len(specs)} runs (synthetic/baseline, scale small, {args.steps} steps, one torch thread each); "
+        f"sweep and serial stored the same {len(specs)} results"
+    )
     print(f"serial: {serial.seconds:.1f} s ({serial.seconds / len(specs):.2f} s per run)")
-    print(f"sweep, {args.workers} workers: starting Ray {startup.seconds:.1f} s, then the sweep {swept.seconds:.1f} s = "
-          f"{first - swept.start:.1f} s until the first trial ran (Tune, worker imports) + {steady:.1f} s of runs "
-          f"+ {swept.start + swept.seconds - last:.1f} s to finish")
+    print(
+        f"sweep, {args.workers} workers: starting Ray {startup.seconds:.1f} s, then the sweep {swept.seconds:.1f} s = "
+        f"{first - swept.start:.1f} s until the first trial ran (Tune, worker imports) + {steady:.1f} s of runs "
+        f"+ {swept.start + swept.seconds - last:.1f} s to finish"
+    )
     if args.plain:
-        print(f"{args.workers} plain processes, no Ray: {plain_wall:.1f} s = {plain_wall - plain_runs:.1f} s starting them + {plain_runs:.1f} s of runs "
-              f"-> {serial.seconds / plain_wall:.2f}x, runs alone {serial.seconds / plain_runs:.2f}x (others kept {plain.others:.2f} cores busy)")
-    print("CPU seconds used: serial {:.1f}; sweep {:.1f} = workers {:.1f} + driver (Tune) {:.1f} + Ray's processes {:.1f} "
-          "(+ {:.1f} starting Ray)".format(sum(serial.cpu.values()), sum(swept.cpu.values()), swept.cpu["workers"], swept.cpu["driver"],
-                                           swept.cpu["ray"], sum(startup.cpu.values())))
+        print(
+            f"{args.workers} plain processes, no Ray: {plain_wall:.1f} s = {plain_wall - plain_runs:.1f} s starting "
+            f"them + {plain_runs:.1f} s of runs "
+            f"-> {serial.seconds / plain_wall:.2f}x, runs alone {serial.seconds / plain_runs:.2f}x (others kept "
+            f"{plain.others:.2f} cores busy)"
+        )
+    print(
+        "CPU seconds used: serial {:.1f}; sweep {:.1f} = workers {:.1f} + driver (Tune) {:.1f} + Ray's processes "
+        "{:.1f} "
+        "(+ {:.1f} starting Ray)".format(
+            sum(serial.cpu.values()),
+            sum(swept.cpu.values()),
+            swept.cpu["workers"],
+            swept.cpu["driver"],
+            swept.cpu["ray"],
+            sum(startup.cpu.values()),
+        )
+    )
     # A phase that keeps n cores busy is disturbed when other processes took more than the other cores.
     free, parallel = cores - 0.15, min(args.workers, cores)
-    disturbed = serial.others > free - 1 or swept.others > free - parallel or (args.plain and plain.others > free - parallel)
-    print(f"other processes kept {serial.others:.2f} cores busy during serial, {startup.others:.2f} during Ray's start, "
-          f"{swept.others:.2f} during the sweep" + (" -- DISTURBED, rerun on a quiet machine" if disturbed else ""))
+    disturbed = (
+        serial.others > free - 1 or swept.others > free - parallel or (args.plain and plain.others > free - parallel)
+    )
+    print(
+        f"other processes kept {serial.others:.2f} cores busy during serial, {startup.others:.2f} during Ray's start, "
+        f"{swept.others:.2f} during the sweep" + (" -- DISTURBED, rerun on a quiet machine" if disturbed else "")
+    )
     if disturbed and _autogroup():
-        print("  (the kernel shares CPU fairly between sessions (autogroup): while other sessions are busy, "
-              "this one gets no more CPU with 2 workers than with 1)")
-    print(f"throughput ratio (serial / sweep), goal >= 1.6x: end to end (incl. starting Ray) {serial.seconds / (startup.seconds + swept.seconds):.2f}x; "
-          f"on a running Ray instance {serial.seconds / swept.seconds:.2f}x; steady state {serial.seconds / steady:.2f}x")
+        print(
+            "  (the kernel shares CPU fairly between sessions (autogroup): while other sessions are busy, "
+            "this one gets no more CPU with 2 workers than with 1)"
+        )
+    print(
+        "throughput ratio (serial / sweep), goal >= 1.6x: end to end (incl. starting Ray) "
+        f"{serial.seconds / (startup.seconds + swept.seconds):.2f}x; "
+        f"on a running Ray instance {serial.seconds / swept.seconds:.2f}x; steady state {serial.seconds / steady:.2f}x"
+    )
 
 
 if __name__ == "__main__":

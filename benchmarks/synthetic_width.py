@@ -10,6 +10,7 @@ cost weight for every teacher width given.
     python benchmarks/synthetic_width.py --teacher-width 12 24 [--weights 0.3 1 3 ...] \
         [--plot docs/figures/synthetic_width.png]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,9 @@ from tasks.synthetic import SyntheticConfig, SyntheticTask
 WEIGHTS = [0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0]
 
 
-def learned_width(teacher: int, cost_weight: float, seed: int = 0, scale: str = "small",
-                  steps: int | None = None) -> tuple[int, float]:
+def learned_width(
+    teacher: int, cost_weight: float, seed: int = 0, scale: str = "small", steps: int | None = None
+) -> tuple[int, float]:
     """(learned width, test NMSE) of noise injection with the plain cost at `cost_weight`."""
     task = SyntheticTask(SyntheticConfig(teacher_width=teacher), scale=scale)
     recipe = task.recipe() if steps is None else type(task.recipe())(**{**task.recipe().__dict__, "steps": steps})
@@ -49,8 +51,8 @@ def plot(results: dict[int, list[int]], weights: list[float], path: str) -> None
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    for i, (teacher, widths) in enumerate(sorted(results.items())):
-        line, = ax.plot(weights, widths, "o-", label=f"learned, teacher {teacher}")
+    for teacher, widths in sorted(results.items()):
+        (line,) = ax.plot(weights, widths, "o-", label=f"learned, teacher {teacher}")
         ax.axhline(teacher, color=line.get_color(), ls="--", lw=1, label=f"teacher width {teacher}")
     ax.set_xscale("log")
     ax.set_xlabel("cost weight (plain FLOP cost, kappa_min = 1/64)")
@@ -79,8 +81,11 @@ def main(argv: list[str] | None = None) -> None:
             width, error = learned_width(teacher, weight, args.seed, args.scale, args.steps)
             widths.append(width)
             seconds = time.perf_counter() - start
-            print(f"teacher {teacher} cost_weight {weight:g}: learned width {width}, "
-                  f"test NMSE {error:.4f} ({seconds:.0f} s)", flush=True)
+            print(
+                f"teacher {teacher} cost_weight {weight:g}: learned width {width}, "
+                f"test NMSE {error:.4f} ({seconds:.0f} s)",
+                flush=True,
+            )
         results[teacher] = widths
     if args.plot:
         plot(results, args.weights, args.plot)

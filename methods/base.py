@@ -5,12 +5,14 @@ it (when `needs_training`), evaluates it, measures it with the one complexity co
 stores it, so every method is measured the same way. A method that trains by itself
 (noise injection, gates, pruning) calls `RunContext.train`, the shared loop, with its hooks.
 """
+
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -35,7 +37,9 @@ class Candidate:
     # recipe's steps). At default settings every method's candidates carry the same number.
     train_steps: int = 0
     search_steps: int = 0  # optimizer steps spent beyond the lineage (other search trials)
-    target_ratio: float | None = None  # the FLOP/s target asked for, as a fraction of the dense model's; None: no target
+    target_ratio: float | None = (
+        None  # the FLOP/s target asked for, as a fraction of the dense model's; None: no target
+    )
     target_flops: str = "flops"  # the row column the target is met in: "flops", or "nonzero_flops" for sparse models
     info: dict[str, Any] = field(default_factory=dict)  # anything the method records (JSON-able)
 
@@ -57,11 +61,26 @@ class RunContext:
     store_rows: Callable[..., list[dict[str, Any]]] | None = None
     device: torch.device = field(default_factory=default_device)  # where training and evaluation run (`--device`)
 
-    def train(self, model: nn.Module, hooks: TrainingHooks | None = None, recipe: TrainRecipe | None = None, desc: str = "train") -> TrainReport:
+    def train(
+        self,
+        model: nn.Module,
+        hooks: TrainingHooks | None = None,
+        recipe: TrainRecipe | None = None,
+        desc: str = "train",
+    ) -> TrainReport:
         """Train `model` in place with the shared loop (the run's recipe unless one is given)."""
         from bench.training import train
 
-        return train(self.task, model, self.seed, recipe or self.recipe, hooks=hooks, progress=self.progress, desc=desc, device=self.device)
+        return train(
+            self.task,
+            model,
+            self.seed,
+            recipe or self.recipe,
+            hooks=hooks,
+            progress=self.progress,
+            desc=desc,
+            device=self.device,
+        )
 
 
 class Method:
@@ -101,7 +120,9 @@ class Method:
         full = task.width_slots()
         unknown = [s for s in self.config.slots if s not in full]
         if unknown:
-            raise ConfigError(f"{self.name}: task {task.name} has no width slot {unknown[0]!r}; slots: {', '.join(full)}")
+            raise ConfigError(
+                f"{self.name}: task {task.name} has no width slot {unknown[0]!r}; slots: {', '.join(full)}"
+            )
         return list(self.config.slots or full)
 
     def floor(self, task: Any) -> float | None:
@@ -123,8 +144,11 @@ class Method:
             return values
         kept = [v for v in values if v >= floor]
         if len(kept) < len(values):
-            print(f"{self.name}: default {self.knob} {[v for v in values if v < floor]} left out on task {task.name}: "
-                  f"below the {floor:.3f} of the dense FLOP/s it cannot go under", file=sys.stderr)
+            print(
+                f"{self.name}: default {self.knob} {[v for v in values if v < floor]} left out on task {task.name}: "
+                f"below the {floor:.3f} of the dense FLOP/s it cannot go under",
+                file=sys.stderr,
+            )
         return kept
 
     def candidates(self, ctx: RunContext) -> Iterator[Candidate]:

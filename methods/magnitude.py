@@ -18,10 +18,11 @@ Pruned: the weights of every Linear, convolution and recurrent layer; with
 `include_head=false` the last of them (the head) stays dense, but then its FLOPs are a
 floor under the ratio (on the synthetic task 24%, so 0.125 and 0.0625 are out of reach).
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -55,7 +56,13 @@ class MagnitudeConfig:
 
 def prunable_weights(model: nn.Module, include_head: bool = True) -> list[tuple[nn.Module, str]]:
     """(module, name) of every weight matrix of Linear, convolution and recurrent layers, in module order."""
-    found = [(m, n) for m in model.modules() if isinstance(m, _WEIGHTED) for n, _ in m.named_parameters(recurse=False) if n.startswith("weight")]
+    found = [
+        (m, n)
+        for m in model.modules()
+        if isinstance(m, _WEIGHTED)
+        for n, _ in m.named_parameters(recurse=False)
+        if n.startswith("weight")
+    ]
     if not include_head and found:
         last = found[-1][0]
         found = [(m, n) for m, n in found if m is not last]
@@ -72,8 +79,13 @@ def effective(module: nn.Module, name: str) -> torch.Tensor:
 def plain_copy(task, model: nn.Module) -> nn.Module:
     """A new dense model of `task` holding `model`'s effective weights, without pruning masks."""
     state = model.state_dict()
-    plain = {k[: -len("_orig")] if k.endswith("_orig") else k: v * state[k[: -len("_orig")] + "_mask"] if k.endswith("_orig") else v
-             for k, v in state.items() if not k.endswith("_mask")}
+    plain = {
+        k[: -len("_orig")] if k.endswith("_orig") else k: v * state[k[: -len("_orig")] + "_mask"]
+        if k.endswith("_orig")
+        else v
+        for k, v in state.items()
+        if not k.endswith("_mask")
+    }
     probe = task.build_model()
     probe.load_state_dict(plain)
     return probe.eval()
@@ -81,7 +93,10 @@ def plain_copy(task, model: nn.Module) -> nn.Module:
 
 @register_method("magnitude")
 class Magnitude(Method):
-    description = "global unstructured magnitude pruning to a non-zero FLOP ratio, iterative with fine-tuning (dense FLOPs unchanged)"
+    description = (
+        "global unstructured magnitude pruning to a non-zero FLOP ratio, iterative with fine-tuning (dense "
+        "FLOPs unchanged)"
+    )
     Config = MagnitudeConfig
     knob = "ratios"
     target_field = "ratios"
@@ -129,9 +144,19 @@ class Magnitude(Method):
 
                 k = closest_count(ratio_of, step_target, zeros, int(cfg.max_sparsity * total))
                 if k > zeros:
-                    prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=k - zeros,
-                                              importance_scores={(m, n): w.abs() for (m, n), w in zip(params, weights)})
-                trace.append({"step_target": round(step_target, 5), "sparsity": round(k / total, 5), "nonzero_ratio": round(ratio_of(k), 5)})
+                    prune.global_unstructured(
+                        params,
+                        pruning_method=prune.L1Unstructured,
+                        amount=k - zeros,
+                        importance_scores={(m, n): w.abs() for (m, n), w in zip(params, weights)},
+                    )
+                trace.append(
+                    {
+                        "step_target": round(step_target, 5),
+                        "sparsity": round(k / total, 5),
+                        "nonzero_ratio": round(ratio_of(k), 5),
+                    }
+                )
                 if i < cfg.steps - 1 and budget.step > 0:
                     search_seconds += ctx.train(model, recipe=short, desc=f"{task.name}/magnitude step {i + 1}").seconds
             report = ctx.train(model, recipe=final, desc=f"{task.name}/magnitude ratio={target} fine-tune")
@@ -141,9 +166,22 @@ class Magnitude(Method):
             sparsity = sum(int((getattr(m, n) == 0).sum()) for m, n in params) / total
             cx = measure(model, example)
             yield Candidate(
-                model=model.eval(), widths=task.resolve_widths(None), label=f"ratio={target}", train_seconds=report.seconds,
-                search_seconds=search_seconds, train_steps=budget.total, target_ratio=target, target_flops="nonzero_flops",
-                info={"sparsity": sparsity, "nonzero_ratio": cx.nonzero_flops / dense, "dense_ratio": cx.flops / dense,
-                      "budget_split": vars(budget), "include_head": cfg.include_head, "steps": trace,
-                      "final_train_loss": report.final_loss, "loss_curve": report.loss_curve},
+                model=model.eval(),
+                widths=task.resolve_widths(None),
+                label=f"ratio={target}",
+                train_seconds=report.seconds,
+                search_seconds=search_seconds,
+                train_steps=budget.total,
+                target_ratio=target,
+                target_flops="nonzero_flops",
+                info={
+                    "sparsity": sparsity,
+                    "nonzero_ratio": cx.nonzero_flops / dense,
+                    "dense_ratio": cx.flops / dense,
+                    "budget_split": vars(budget),
+                    "include_head": cfg.include_head,
+                    "steps": trace,
+                    "final_train_loss": report.final_loss,
+                    "loss_curve": report.loss_curve,
+                },
             )

@@ -18,6 +18,7 @@ docs/method.md explains every choice and the measurements behind them; in short:
 - The boundary noise is drawn at each mask of a slot (`slot_noise=each`); one draw per slot
   and pass (`shared`) or noise at the first mask only (`first`) were measured, not better.
 """
+
 from __future__ import annotations
 
 import math
@@ -126,7 +127,13 @@ class NoiseInjectionController(WidthController):
         n = x.shape[mask.dim]
         if not mask.training:
             keep = self.eval_width(mask.slot)
-            return x if keep >= n else torch.cat([x.narrow(mask.dim, 0, keep), torch.zeros_like(x.narrow(mask.dim, keep, n - keep))], mask.dim)
+            return (
+                x
+                if keep >= n
+                else torch.cat(
+                    [x.narrow(mask.dim, 0, keep), torch.zeros_like(x.narrow(mask.dim, keep, n - keep))], mask.dim
+                )
+            )
         width = self.kappa_of(mask.slot) * n
         k = min(int(width.detach().floor()), n)
         if k >= n:

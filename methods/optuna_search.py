@@ -12,6 +12,7 @@ full-width start trial is the dense baseline's model (trained once per task, rec
 seed). Search cost = training seconds of all completed
 trials (the dense model's included), earlier processes included.
 """
+
 from __future__ import annotations
 
 import base64
@@ -19,8 +20,8 @@ import functools
 import io
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import optuna
 import sqlalchemy as sa
@@ -85,9 +86,13 @@ def open_study(url: str, name: str, attempts: int = 8) -> optuna.Study:
     for attempt in range(attempts):
         try:
             storage = rdb_storage(url)
-            return optuna.create_study(storage=storage, study_name=name, directions=["minimize", "minimize"], load_if_exists=True)
+            return optuna.create_study(
+                storage=storage, study_name=name, directions=["minimize", "minimize"], load_if_exists=True
+            )
         except (sa.exc.OperationalError, sa.exc.IntegrityError, optuna.exceptions.DuplicatedStudyError) as err:
-            transient = not isinstance(err, sa.exc.OperationalError) or "locked" in str(err) or "already exists" in str(err)
+            transient = (
+                not isinstance(err, sa.exc.OperationalError) or "locked" in str(err) or "already exists" in str(err)
+            )
             if attempt == attempts - 1 or not transient:
                 raise
             time.sleep(0.2 * 2**attempt)
@@ -127,8 +132,9 @@ def dense_trial(ctx: RunContext) -> dict:
     return _trial_result(ctx.task, model, report["seconds"], report["final_loss"])
 
 
-def trial_result(ctx: RunContext, study: optuna.Study, widths: dict[str, int], index: int,
-                 full: dict[str, int]) -> dict:
+def trial_result(
+    ctx: RunContext, study: optuna.Study, widths: dict[str, int], index: int, full: dict[str, int]
+) -> dict:
     """The search's one objective, which a serial run and a Ray Tune trial (bench.sweep) both
     call: a twin's values (widths proposed again: no second training), the shared dense
     model at full width, else a model trained at `widths`, seeded by the trial's `index`."""
@@ -226,12 +232,21 @@ class PerTrialSeed(optuna.samplers.BaseSampler):
 def _trial_result(task, model: torch.nn.Module, seconds: float, final_loss: float) -> dict:
     error = task.evaluate(model, "val").error
     flops = measure(model, task.example_input()).flops * (1.0 / (task.example_seconds or 1.0))
-    return {"error": error, "flops": flops, "train_seconds": seconds, "final_train_loss": final_loss, "state_dict": encode_state(model)}
+    return {
+        "error": error,
+        "flops": flops,
+        "train_seconds": seconds,
+        "final_train_loss": final_loss,
+        "state_dict": encode_state(model),
+    }
 
 
 @register_method("optuna")
 class OptunaSearch(Method):
-    description = "Optuna multi-objective width search (NSGA-II or TPE): trains each trial, candidates = Pareto front (error, FLOPs)"
+    description = (
+        "Optuna multi-objective width search (NSGA-II or TPE): trains each trial, candidates = Pareto "
+        "front (error, FLOPs)"
+    )
     Config = OptunaConfig
     runs_long = True
     target_field = "targets"
@@ -250,7 +265,10 @@ class OptunaSearch(Method):
     def space(self, task) -> dict[str, optuna.distributions.IntDistribution]:
         """The searched widths, as the objective suggests them."""
         full = task.width_slots()
-        return {s: optuna.distributions.IntDistribution(1, full[s], log=self.config.log_widths) for s in self.resolve_slots(task)}
+        return {
+            s: optuna.distributions.IntDistribution(1, full[s], log=self.config.log_widths)
+            for s in self.resolve_slots(task)
+        }
 
     def prepare(self, study: optuna.Study, task, seed: int) -> None:
         """Give `study` this search's sampler and queue the full-width start trial (once)."""
@@ -286,7 +304,9 @@ class OptunaSearch(Method):
             return out["error"], out["flops"]
 
         if cfg.trials > done:
-            study.optimize(objective, n_trials=cfg.trials - done, catch=(NonFiniteLossError,))  # a diverged trial fails alone
+            study.optimize(
+                objective, n_trials=cfg.trials - done, catch=(NonFiniteLossError,)
+            )  # a diverged trial fails alone
         trials = complete_trials(study)
         if not trials:
             raise RuntimeError(f"optuna: no trial of study {study.study_name} completed")
@@ -303,12 +323,25 @@ class OptunaSearch(Method):
             model = task.build_model(widths)
             model.load_state_dict(decode_state(t.user_attrs["state_dict"]))
             return Candidate(
-                model=model.eval(), widths=widths, label=label, train_seconds=t.user_attrs["train_seconds"],
-                search_seconds=search - t.user_attrs["train_seconds"], train_steps=steps,
-                search_steps=steps * (len(trained) - 1), target_ratio=target,
-                info={"trial": t.number, "val_error": t.values[0], "trial_flops": t.values[1], "trials_complete": len(trials),
-                      "trials_this_process": len(trials) - done, "sampler": cfg.sampler, "study": study.study_name,
-                      "trials_trained": len(trained), "final_train_loss": t.user_attrs["final_train_loss"]},
+                model=model.eval(),
+                widths=widths,
+                label=label,
+                train_seconds=t.user_attrs["train_seconds"],
+                search_seconds=search - t.user_attrs["train_seconds"],
+                train_steps=steps,
+                search_steps=steps * (len(trained) - 1),
+                target_ratio=target,
+                info={
+                    "trial": t.number,
+                    "val_error": t.values[0],
+                    "trial_flops": t.values[1],
+                    "trials_complete": len(trials),
+                    "trials_this_process": len(trials) - done,
+                    "sampler": cfg.sampler,
+                    "study": study.study_name,
+                    "trials_trained": len(trained),
+                    "final_train_loss": t.user_attrs["final_train_loss"],
+                },
             )
 
         # Per target, the best trial at or under it: what the search offers at that operating point.

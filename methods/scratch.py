@@ -12,10 +12,11 @@ and seed are in the store; each distinct set of widths is trained once. Candidat
 keep the dense shape (unstructured sparsity, the dense model itself) are left out: their
 shape is the baseline's. Not part of `--method all`: name it (`--method all scratch`).
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import torch
 
@@ -41,7 +42,7 @@ class Scratch(Method):
     in_all = False
 
     def candidates(self, ctx: RunContext) -> Iterator[Candidate]:
-        task, full = ctx.task, ctx.task.width_slots()
+        task = ctx.task
         if ctx.store_rows is None:
             raise ConfigError("scratch: needs the result store of the runs whose architectures it retrains")
         trained: dict[tuple, tuple[torch.nn.Module, float]] = {}
@@ -54,22 +55,40 @@ class Scratch(Method):
                 report = ctx.train(model, desc=f"{task.name}/scratch {','.join(f'{k}={v}' for k, v in widths.items())}")
                 trained[key] = (model.eval(), report.seconds)
             model, seconds = trained[key]
-            yield Candidate(model=model, widths=widths, label=f"{row['method']}:{row['label']}", train_seconds=seconds,
-                            train_steps=ctx.recipe.steps,
-                            info={"architecture_of": row["method"], "source_label": row["label"], "source_error": row["error"],
-                                  "source_target_ratio": row["target_ratio"], "source_run": row["run_key"]})
+            yield Candidate(
+                model=model,
+                widths=widths,
+                label=f"{row['method']}:{row['label']}",
+                train_seconds=seconds,
+                train_steps=ctx.recipe.steps,
+                info={
+                    "architecture_of": row["method"],
+                    "source_label": row["label"],
+                    "source_error": row["error"],
+                    "source_target_ratio": row["target_ratio"],
+                    "source_run": row["run_key"],
+                },
+            )
         if not trained:
-            raise RuntimeError(f"scratch: no finished candidate of another method with a shape other than the dense one for "
-                               f"task {task.name}, seed {ctx.seed} and this recipe; run the methods first")
+            raise RuntimeError(
+                f"scratch: no finished candidate of another method with a shape other than the dense one for "
+                f"task {task.name}, seed {ctx.seed} and this recipe; run the methods first"
+            )
 
     def sources(self, ctx: RunContext) -> list[dict]:
         """The store's finished candidates of the same task config, recipe, scale and seed, of
         the chosen methods, whose widths differ from the dense model's."""
         full = ctx.task.width_slots()
         same = {k: ctx.config[k] for k in ("task", "train", "scale")}
-        rows = [r for r in ctx.store_rows(task=ctx.task.name)
-                if r["status"] == "ok" and r["seed"] == ctx.seed and r["method"] != self.name
-                and (not self.config.methods or r["method"] in self.config.methods)
-                and {k: (r["config"] or {}).get(k) for k in same} == same
-                and not (r["info"] or {}).get("reference") and ctx.task.resolve_widths(r["widths"] or {}) != full]
+        rows = [
+            r
+            for r in ctx.store_rows(task=ctx.task.name)
+            if r["status"] == "ok"
+            and r["seed"] == ctx.seed
+            and r["method"] != self.name
+            and (not self.config.methods or r["method"] in self.config.methods)
+            and {k: (r["config"] or {}).get(k) for k in same} == same
+            and not (r["info"] or {}).get("reference")
+            and ctx.task.resolve_widths(r["widths"] or {}) != full
+        ]
         return sorted(rows, key=lambda r: (r["method"], r["candidate"] or 0))

@@ -24,6 +24,7 @@ Choices (docs/method.md has the measurements):
   Once gates are saturated the two rules agree.
 - `eps` is drawn per feature and per forward pass (shared across the batch).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -33,7 +34,6 @@ from torch import nn
 
 from bench.registry import register_method
 from methods.dynamic.common import DynamicWidthMethod, WidthController
-
 
 ANNEAL_SHARE = 0.75  # share of the recipe over which the gate noise shrinks to sigma_end
 

@@ -25,23 +25,21 @@ globally cheapest features until the counter gives the step's FLOP ratio (geomet
 schedule to the target), fine-tune briefly (`step_finetune` of the budget, search cost);
 at the end fine-tune with the rest of the budget (train time).
 """
+
 from __future__ import annotations
 
-import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from itertools import cycle, islice
-from typing import Iterator
 
 import torch
 from torch.utils.data import DataLoader
 
-from bench.complexity import measure
-from bench.config import to_dict
 from bench.registry import register_method
 from bench.targets import DEFAULT_TARGETS
 from methods.base import Candidate, Method, RunContext
-from methods.pruning.counting import flops_at
 from methods.dynamic.layout import slot_layout
+from methods.pruning.counting import flops_at
 from methods.pruning.pretrain import pretrained_dense
 from methods.pruning.scores import feature_scores, lowest, removable, removal_counts, removal_order, slot_costs
 from methods.pruning.slot_groups import SlotGroup, as_task_model, prune_features, slot_groups
@@ -51,8 +49,12 @@ from methods.pruning.tp_pruners import IMPORTANCES, dependency_graph
 
 @dataclass(frozen=True)
 class StructuredConfig:
-    ratios: list[float] = field(default_factory=lambda: list(DEFAULT_TARGETS))  # target FLOP ratio of the dense model; one run per value
-    importance: str = "magnitude"  # magnitude (group L2 of each feature's weights) | taylor (|w * dL/dw| over taylor_batches)
+    ratios: list[float] = field(
+        default_factory=lambda: list(DEFAULT_TARGETS)
+    )  # target FLOP ratio of the dense model; one run per value
+    importance: str = (
+        "magnitude"  # magnitude (group L2 of each feature's weights) | taylor (|w * dL/dw| over taylor_batches)
+    )
     steps: int = 3  # prune steps on the way to the target
     pretrain: float = 0.5  # dense pre-training, as a fraction of the run's budget (train.steps)
     step_finetune: float = 0.1  # fine-tuning between steps, as a fraction of the budget
@@ -69,7 +71,10 @@ class StructuredConfig:
 
 @register_method("structured")
 class Structured(Method):
-    description = "torch-pruning structured pruning (channels, GRU units, mel bands, head features) to a FLOP ratio, then fine-tuning"
+    description = (
+        "torch-pruning structured pruning (channels, GRU units, mel bands, head features) to a FLOP ratio, "
+        "then fine-tuning"
+    )
     Config = StructuredConfig
     knob = "ratios"
     target_field = "ratios"
@@ -102,22 +107,50 @@ class Structured(Method):
                 sizes = {s: widths[s] for s in slots if grouped[s]}
 
                 def ratio_of(k: int) -> float:
-                    return flops_at(task, {**widths, **{s: sizes[s] - c for s, c in removal_counts(order, sizes, k).items()}}) / dense
+                    return (
+                        flops_at(
+                            task, {**widths, **{s: sizes[s] - c for s, c in removal_counts(order, sizes, k).items()}}
+                        )
+                        / dense
+                    )
 
                 counts = removal_counts(order, sizes, closest_count(ratio_of, step_target, 0, removable(sizes)))
                 for g, s in zip(groups, scores):
                     prune_features(graph, g, lowest(s, counts[g.slot]))
                 model, widths = as_task_model(task, model, layout)
-                trace.append({"step_target": round(step_target, 5), "ratio": round(flops_at(task, widths) / dense, 5), "widths": dict(widths)})
+                trace.append(
+                    {
+                        "step_target": round(step_target, 5),
+                        "ratio": round(flops_at(task, widths) / dense, 5),
+                        "widths": dict(widths),
+                    }
+                )
                 if i < cfg.steps - 1 and budget.step > 0:
-                    search_seconds += ctx.train(model, recipe=short, desc=f"{task.name}/structured step {i + 1}").seconds
+                    search_seconds += ctx.train(
+                        model, recipe=short, desc=f"{task.name}/structured step {i + 1}"
+                    ).seconds
             report = ctx.train(model, recipe=final, desc=f"{task.name}/structured ratio={target} fine-tune")
-            ratio = flops_at(task, widths) / dense  # the counter on the task's model at these widths: the pruned model's shapes
+            ratio = (
+                flops_at(task, widths) / dense
+            )  # the counter on the task's model at these widths: the pruned model's shapes
             yield Candidate(
-                model=model.eval(), widths=dict(widths), label=f"ratio={target}", train_seconds=report.seconds, search_seconds=search_seconds,
-                train_steps=budget.total, target_ratio=target,
-                info={"achieved_ratio": ratio, "dense_flops": dense, "budget_split": vars(budget), "importance": cfg.importance, "steps": trace, "tp_groups": grouped,
-                      "final_train_loss": report.final_loss, "loss_curve": report.loss_curve},
+                model=model.eval(),
+                widths=dict(widths),
+                label=f"ratio={target}",
+                train_seconds=report.seconds,
+                search_seconds=search_seconds,
+                train_steps=budget.total,
+                target_ratio=target,
+                info={
+                    "achieved_ratio": ratio,
+                    "dense_flops": dense,
+                    "budget_split": vars(budget),
+                    "importance": cfg.importance,
+                    "steps": trace,
+                    "tp_groups": grouped,
+                    "final_train_loss": report.final_loss,
+                    "loss_curve": report.loss_curve,
+                },
             )
 
     def group_scores(self, ctx: RunContext, model: torch.nn.Module, groups: list[SlotGroup]) -> list[torch.Tensor]:
@@ -125,8 +158,13 @@ class Structured(Method):
         importance = IMPORTANCES[self.config.importance]()
         model.zero_grad(set_to_none=True)
         if self.config.importance == "taylor":
-            loader = DataLoader(ctx.task.dataset("train"), batch_size=ctx.recipe.batch_size, shuffle=True, drop_last=True,
-                                generator=torch.Generator().manual_seed(ctx.seed))
+            loader = DataLoader(
+                ctx.task.dataset("train"),
+                batch_size=ctx.recipe.batch_size,
+                shuffle=True,
+                drop_last=True,
+                generator=torch.Generator().manual_seed(ctx.seed),
+            )
             model.train()
             for batch in islice(cycle(loader), self.config.taylor_batches):
                 ctx.task.loss(model, batch).backward()

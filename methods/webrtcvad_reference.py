@@ -18,10 +18,11 @@ counted", never "free". The row carries ``info["reference"] = True``; reports sh
 plot it as a reference line (its EER), not as a point on the FLOP/s axis. Latency is
 measured as for every model (four passes of WebRTC, one per mode).
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -90,6 +91,9 @@ class WebRTCReference(Method):
             model=WebRTCVAD(modes),
             widths={},
             label="webrtcvad",
-            info={"reference": True, "modes": list(modes),
-                  "flops_note": "WebRTC runs in C outside torch: flops 0 = not counted (see uncounted_ops)"},
+            info={
+                "reference": True,
+                "modes": list(modes),
+                "flops_note": "WebRTC runs in C outside torch: flops 0 = not counted (see uncounted_ops)",
+            },
         )

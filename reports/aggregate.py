@@ -24,11 +24,12 @@ points for EER in %; +0.005 for NMSE, the same half point on its scale in percen
 is the share of variance explained, so this is R^2 falling by at most 0.5 points). NaN
 where no candidate is within the tolerance (no reduction is claimed).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -37,8 +38,38 @@ FALLBACK_RELATIVE_TOLERANCE = 0.05  # no declared tolerance: 5 % of the dense er
 
 # Two-sided 95 % Student-t quantiles t_{0.975, df} for df = 1..30; beyond, the normal 1.96
 # is within 2 %. A table, not scipy: scipy is not one of the project's dependencies.
-_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+_T975 = [
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+]
 
 
 def reference_error(chance: float | None, errors: Sequence[float] = ()) -> tuple[float, bool]:
@@ -73,8 +104,9 @@ def pareto_front(flops: Sequence[float], error: Sequence[float]) -> np.ndarray:
     return np.asarray(keep, dtype=int)
 
 
-def normalise(flops: Sequence[float], error: Sequence[float], dense_flops: float, ref_error: float,
-              decades: float = DECADES) -> tuple[np.ndarray, np.ndarray]:
+def normalise(
+    flops: Sequence[float], error: Sequence[float], dense_flops: float, ref_error: float, decades: float = DECADES
+) -> tuple[np.ndarray, np.ndarray]:
     """Map points to the fixed [0, 1]^2 space of the module docstring: (reduction u, quality v)."""
     f, e = np.asarray(flops, float), np.asarray(error, float)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -95,8 +127,9 @@ def hypervolume_2d(u: Sequence[float], v: Sequence[float]) -> float:
     return float(area)
 
 
-def hypervolume(flops: Sequence[float], error: Sequence[float], dense_flops: float, ref_error: float,
-                decades: float = DECADES) -> float:
+def hypervolume(
+    flops: Sequence[float], error: Sequence[float], dense_flops: float, ref_error: float, decades: float = DECADES
+) -> float:
     """Hypervolume of the points in the normalised space (dominated points add nothing)."""
     f, e = np.asarray(flops, float), np.asarray(error, float)
     valid = np.isfinite(f) & (f > 0) & np.isfinite(e)  # flops 0 means "not counted", not free
@@ -105,8 +138,9 @@ def hypervolume(flops: Sequence[float], error: Sequence[float], dense_flops: flo
     return hypervolume_2d(*normalise(f[valid], e[valid], dense_flops, ref_error, decades))
 
 
-def iso_quality_reduction(flops: Sequence[float], error: Sequence[float], dense_flops: float, dense_error: float,
-                          tolerance: float) -> float:
+def iso_quality_reduction(
+    flops: Sequence[float], error: Sequence[float], dense_flops: float, dense_error: float, tolerance: float
+) -> float:
     """Largest dense_flops / flops among points with error <= dense_error + tolerance; NaN if none."""
     f, e = np.asarray(flops, float), np.asarray(error, float)
     ok = np.isfinite(f) & (f > 0) & np.isfinite(e) & (e <= dense_error + tolerance + 1e-12)
@@ -158,8 +192,9 @@ def attainment(flops: Sequence[float], error: Sequence[float], grid: Sequence[fl
     return out
 
 
-def median_front(fronts: Sequence[tuple[Sequence[float], Sequence[float]]], points: int = 64
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def median_front(
+    fronts: Sequence[tuple[Sequence[float], Sequence[float]]], points: int = 64
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Median and min-max band across seeds of per-seed fronts [(flops, error), ...], on a
     log grid from where every seed has a point to the largest FLOP/s. Returns
     (grid, median, lo, hi); empty arrays when there is nothing to draw."""

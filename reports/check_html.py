@@ -8,6 +8,7 @@ method) of the store, and a screenshot is written.
 Exit code 0 when every check passes, 1 otherwise (each failure on one line), 2 when
 Chromium is not installed. Debian's `chromium` package is what CI installs (`.ci/run`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,19 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 # No network, no background services, no first-run work: the page must stand on its own.
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic", "--disable-extensions", "--enable-logging=stderr", "--v=0"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-extensions",
+    "--enable-logging=stderr",
+    "--v=0",
+]
 _CONSOLE = re.compile(r":CONSOLE[:(]\d*\)?\]?\s*(.*)")
 
 
@@ -45,7 +57,9 @@ class BrowserCheck:
     console: list[str] = field(default_factory=list)  # console messages (none expected)
     screenshot: Path | None = None
 
-    def problems(self, expected_rows: set[tuple[str, str, str]] | None = None, want_screenshot: bool = True) -> list[str]:
+    def problems(
+        self, expected_rows: set[tuple[str, str, str]] | None = None, want_screenshot: bool = True
+    ) -> list[str]:
         """One line per failed check (empty: all good)."""
         out = []
         if self.status != "ok":
@@ -57,7 +71,9 @@ class BrowserCheck:
             out.append("leaderboard has duplicate (task, model, method) rows")
         if expected_rows is not None and set(self.rows) != expected_rows:
             out.append(f"leaderboard rows {sorted(set(self.rows))} differ from the store's {sorted(expected_rows)}")
-        if want_screenshot and (self.screenshot is None or not self.screenshot.exists() or self.screenshot.stat().st_size < 1000):
+        if want_screenshot and (
+            self.screenshot is None or not self.screenshot.exists() or self.screenshot.stat().st_size < 1000
+        ):
             out.append("no screenshot was written")
         return out
 
@@ -81,11 +97,17 @@ class _DomReader(HTMLParser):
 
 def _chromium(binary: str, args: list[str], timeout: float) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
-        return subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
 
-def check_leaderboard(html_path: str | Path, screenshot: str | Path | None, chromium: str | None = None, timeout: float = 90) -> BrowserCheck:
+def check_leaderboard(
+    html_path: str | Path, screenshot: str | Path | None, chromium: str | None = None, timeout: float = 90
+) -> BrowserCheck:
     """Load the page twice (the DOM after its script ran, with the sort self-test; then a
     screenshot, unless `screenshot` is None) and collect what the browser reported."""
     binary = chromium or find_chromium()
@@ -119,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reports.check_html", description=__doc__.split("\n\n")[0])
     parser.add_argument("html", help="path of leaderboard.html")
     parser.add_argument("--screenshot", default="leaderboard.png", help="where to write the screenshot (PNG)")
-    parser.add_argument("--store", default=None, help="also check one leaderboard row per (task, model, method) of this store")
+    parser.add_argument(
+        "--store", default=None, help="also check one leaderboard row per (task, model, method) of this store"
+    )
     args = parser.parse_args(argv)
     if find_chromium() is None:
         print("check_html: chromium is not installed; apt-get install chromium", file=sys.stderr)
@@ -128,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     problems = result.problems(store_rows(args.store) if args.store else None)
     for line in problems:
         print(f"check_html: {line}", file=sys.stderr)
-    print(f"{len(result.rows)} leaderboard row(s), script {result.status}, self-test {result.selftest}, screenshot {result.screenshot}")
+    print(
+        f"{len(result.rows)} leaderboard row(s), script {result.status}, self-test {result.selftest}, screenshot "
+        f"{result.screenshot}"
+    )
     return 1 if problems else 0
 
 

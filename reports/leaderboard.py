@@ -6,10 +6,12 @@ results, never live objects). The dense model of a group is the row its method m
 `info["dense"]`; where a group has none (e.g. a store of one method), the largest ok candidate
 of each seed stands in for it, and the leaderboard says so.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -65,8 +67,12 @@ class Group:
     ref_error: float
     ref_fixed: bool  # False: metric without a fixed reference; hypervolumes not comparable
     budget: int | None = None  # optimizer steps per candidate lineage
-    metric_info: dict[str, Any] = field(default_factory=dict)  # the task's description of its metric (label, chance, ...)
-    dense_error_2s: dict[int, float] = field(default_factory=dict)  # per seed: the dense model trained for twice the budget
+    metric_info: dict[str, Any] = field(
+        default_factory=dict
+    )  # the task's description of its metric (label, chance, ...)
+    dense_error_2s: dict[int, float] = field(
+        default_factory=dict
+    )  # per seed: the dense model trained for twice the budget
     uncounted_ops: list[str] = field(default_factory=list)  # of the competing methods' candidates
     reference_uncounted: list[str] = field(default_factory=list)  # of reference rows (e.g. a C library)
 
@@ -112,13 +118,26 @@ def make_groups(df: pd.DataFrame) -> list[Group]:
         uncounted = sorted({op for ops in ok["uncounted_ops"] if isinstance(ops, list) for op in ops})
         refs = rows[rows["reference"]]
         ref_uncounted = sorted({op for ops in refs["uncounted_ops"] if isinstance(ops, list) for op in ops})
-        groups.append(Group(
-            key=str(key), task=str(rows["task"].iloc[0]), family=str(rows["family"].iloc[0]), rows=rows, metric=metric,
-            flops_unit=_first(ok["flops_unit"]) or "", dense_flops=float(dense["flops"].median()) if not dense.empty else float("nan"),
-            dense_error=dense_error, dense_from_baseline=from_baseline, ref_error=ref, ref_fixed=fixed, metric_info=info,
-            budget=_first_int(rows["budget"]), uncounted_ops=uncounted,
-            dense_error_2s={int(s): float(e) for s, e in checks.groupby("seed")["error"].mean().items()},
-            reference_uncounted=ref_uncounted))
+        groups.append(
+            Group(
+                key=str(key),
+                task=str(rows["task"].iloc[0]),
+                family=str(rows["family"].iloc[0]),
+                rows=rows,
+                metric=metric,
+                flops_unit=_first(ok["flops_unit"]) or "",
+                dense_flops=float(dense["flops"].median()) if not dense.empty else float("nan"),
+                dense_error=dense_error,
+                dense_from_baseline=from_baseline,
+                ref_error=ref,
+                ref_fixed=fixed,
+                metric_info=info,
+                budget=_first_int(rows["budget"]),
+                uncounted_ops=uncounted,
+                dense_error_2s={int(s): float(e) for s, e in checks.groupby("seed")["error"].mean().items()},
+                reference_uncounted=ref_uncounted,
+            )
+        )
     return groups
 
 
@@ -155,8 +174,13 @@ def convergence(groups: list[Group]) -> dict[str, dict[str, Any]]:
         error_s = float(np.mean([g.dense_error[s] for s in seeds]))
         error_2s = float(np.mean([at_2s[s] for s in seeds]))
         converged = error_s <= error_2s * (1 + CONVERGENCE_TOLERANCE)
-        out[g.key] = {"status": "converged" if converged else "not converged", "budget": g.budget, "error_s": error_s,
-                      "error_2s": error_2s, "seeds": seeds}
+        out[g.key] = {
+            "status": "converged" if converged else "not converged",
+            "budget": g.budget,
+            "error_s": error_s,
+            "error_2s": error_2s,
+            "seeds": seeds,
+        }
     return out
 
 
@@ -188,7 +212,11 @@ def seed_figures(group: Group) -> pd.DataFrame:
         f, e = ok["flops"].to_numpy(float), ok["error"].to_numpy(float)
         dense_error = group.dense_error_for(seed)
         rec: dict[str, Any] = {
-            "group": group.key, "method": method, "seed": int(seed), "candidates": len(ok), "failed": int((rows["status"] != "ok").sum()),
+            "group": group.key,
+            "method": method,
+            "seed": int(seed),
+            "candidates": len(ok),
+            "failed": int((rows["status"] != "ok").sum()),
             "reference": bool(rows["reference"].any()),
             "hypervolume": agg.hypervolume(f, e, group.dense_flops, group.ref_error) if len(ok) else np.nan,
             "iso_reduction": agg.iso_quality_reduction(f, e, group.dense_flops, dense_error, group.tolerance),
@@ -198,7 +226,9 @@ def seed_figures(group: Group) -> pd.DataFrame:
         }
         if len(ok) and has_nonzero(ok):
             nz = ok["nonzero_flops"].to_numpy(float)
-            rec["iso_reduction_nonzero"] = agg.iso_quality_reduction(nz, e, group.dense_flops, dense_error, group.tolerance)
+            rec["iso_reduction_nonzero"] = agg.iso_quality_reduction(
+                nz, e, group.dense_flops, dense_error, group.tolerance
+            )
             rec["hypervolume_nonzero"] = agg.hypervolume(nz, e, group.dense_flops, group.ref_error)
         records.append(rec)
     return pd.DataFrame(records)
@@ -214,10 +244,16 @@ def leaderboard(groups: list[Group]) -> pd.DataFrame:
             rows = group.rows[group.rows["method"] == method]
             ok = rows[rows["status"] == "ok"]
             rec: dict[str, Any] = {
-                "group": group.key, "task": group.task, "family": group.family, "method": method,
+                "group": group.key,
+                "task": group.task,
+                "family": group.family,
+                "method": method,
                 "kind": "reference" if seeds["reference"].any() else "method",
-                "seeds": ",".join(str(s) for s in sorted(seeds["seed"])), "candidates": int(seeds["candidates"].sum()),
-                "failed": int(seeds["failed"].sum()), "metric": group.metric, "flops_unit": group.flops_unit,
+                "seeds": ",".join(str(s) for s in sorted(seeds["seed"])),
+                "candidates": int(seeds["candidates"].sum()),
+                "failed": int(seeds["failed"].sum()),
+                "metric": group.metric,
+                "flops_unit": group.flops_unit,
                 "min_flops": float(ok.loc[ok["flops"] > 0, "flops"].min()) if len(ok) else np.nan,  # 0 = not counted
                 "nonzero_flops_differ": bool(len(ok) and has_nonzero(ok)),
             }
@@ -241,9 +277,21 @@ def fronts_table(groups: list[Group]) -> pd.DataFrame:
             rows = rows.reset_index(drop=True)
             for rank, i in enumerate(agg.pareto_front(rows["flops"], rows["error"])):
                 r = rows.iloc[i]
-                records.append({"group": group.key, "method": method, "seed": int(seed), "rank": rank, "label": r["label"],
-                                "widths": _widths(r["widths"]), "flops": r["flops"], "nonzero_flops": r["nonzero_flops"],
-                                "flops_unit": r["flops_unit"], "error": r["error"], "metric": r["metric"]})
+                records.append(
+                    {
+                        "group": group.key,
+                        "method": method,
+                        "seed": int(seed),
+                        "rank": rank,
+                        "label": r["label"],
+                        "widths": _widths(r["widths"]),
+                        "flops": r["flops"],
+                        "nonzero_flops": r["nonzero_flops"],
+                        "flops_unit": r["flops_unit"],
+                        "error": r["error"],
+                        "metric": r["metric"],
+                    }
+                )
     return pd.DataFrame(records)
 
 
@@ -253,8 +301,12 @@ def label_means(group: Group) -> pd.DataFrame:
     if ok.empty:
         return pd.DataFrame(columns=["method", "label", "flops", "nonzero_flops", "error", "seeds", "reference"])
     out = ok.groupby(["method", "label"], sort=True).agg(
-        flops=("flops", "mean"), nonzero_flops=("nonzero_flops", "mean"), error=("error", "mean"), seeds=("seed", "nunique"),
-        reference=("reference", "any"))
+        flops=("flops", "mean"),
+        nonzero_flops=("nonzero_flops", "mean"),
+        error=("error", "mean"),
+        seeds=("seed", "nunique"),
+        reference=("reference", "any"),
+    )
     return out.reset_index()
 
 
@@ -277,8 +329,19 @@ def breakdown_table(group: Group) -> pd.DataFrame:
         keys = breakdown_keys(rows)
         for key in keys:
             ci = agg.mean_ci([b.get(key, np.nan) if isinstance(b, dict) else np.nan for b in rows["breakdowns"]])
-            records.append({"group": group.key, "method": method, "label": label, "flops": rows["flops"].mean(), "key": key,
-                            "mean": ci.mean, "lo": ci.lo, "hi": ci.hi, "n": ci.n})
+            records.append(
+                {
+                    "group": group.key,
+                    "method": method,
+                    "label": label,
+                    "flops": rows["flops"].mean(),
+                    "key": key,
+                    "mean": ci.mean,
+                    "lo": ci.lo,
+                    "hi": ci.hi,
+                    "n": ci.n,
+                }
+            )
     return pd.DataFrame(records, columns=["group", "method", "label", "flops", "key", "mean", "lo", "hi", "n"])
 
 
@@ -293,7 +356,9 @@ def breakdown_keys(rows: pd.DataFrame) -> list[str]:
 def failed_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Failed candidates with their reasons (listed, never silently dropped)."""
     bad = df[df["status"] != "ok"]
-    return bad[["group", "method", "seed", "label", "reason", "run_key", "created_at"]].fillna("").reset_index(drop=True)
+    return (
+        bad[["group", "method", "seed", "label", "reason", "run_key", "created_at"]].fillna("").reset_index(drop=True)
+    )
 
 
 def metadata(df: pd.DataFrame) -> dict[str, Any]:
@@ -302,8 +367,13 @@ def metadata(df: pd.DataFrame) -> dict[str, Any]:
     for v in df["versions"]:
         for k, val in (v or {}).items() if isinstance(v, dict) else ():
             versions.setdefault(k, set()).add(str(val))
-    machines = sorted({f"{m.get('hostname', '?')} ({m.get('processor', '?')}, {m.get('cpu_count', '?')} CPUs)"
-                       for m in df["machine"] if isinstance(m, dict)})
+    machines = sorted(
+        {
+            f"{m.get('hostname', '?')} ({m.get('processor', '?')}, {m.get('cpu_count', '?')} CPUs)"
+            for m in df["machine"]
+            if isinstance(m, dict)
+        }
+    )
     dates = sorted(d for d in df["created_at"] if isinstance(d, str))
     return {
         "versions": {k: ", ".join(sorted(v)) for k, v in sorted(versions.items())},

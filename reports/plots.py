@@ -4,6 +4,7 @@ Each function takes a `leaderboard.Group` and returns PNG bytes (the HTML embeds
 base64; the report also writes them as files). Figures are built on `Figure` objects, not
 pyplot, so nothing global is touched and nothing needs a display.
 """
+
 from __future__ import annotations
 
 import io
@@ -52,30 +53,75 @@ def tradeoff_png(group: Group, colors: dict[str, str]) -> bytes:
             grid, med, lo, hi = agg.median_front(fronts)
             c = colors.get(method, "k")
             if len(grid) > 1:
-                ax.plot(grid, med, style, color=c, drawstyle="steps-post", label=f"{label} (median front, {len(fronts)} seed(s))")
+                ax.plot(
+                    grid,
+                    med,
+                    style,
+                    color=c,
+                    drawstyle="steps-post",
+                    label=f"{label} (median front, {len(fronts)} seed(s))",
+                )
                 ax.fill_between(grid, lo, hi, step="post", color=c, alpha=0.15, linewidth=0)
-            ax.scatter(rows[column], rows["error"], s=14, color=c, alpha=0.55, marker="o" if column == "flops" else "x",
-                       label=None if len(grid) > 1 else label)
+            ax.scatter(
+                rows[column],
+                rows["error"],
+                s=14,
+                color=c,
+                alpha=0.55,
+                marker="o" if column == "flops" else "x",
+                label=None if len(grid) > 1 else label,
+            )
     if np.isfinite(group.dense_flops):
         errs = list(group.dense_error.values())
-        ax.errorbar([group.dense_flops], [np.mean(errs)], yerr=[[np.mean(errs) - min(errs)], [max(errs) - np.mean(errs)]],
-                    fmt="*", color="k", markersize=13, capsize=3, zorder=5,
-                    label="dense model" if group.dense_from_baseline else "largest candidate (no dense baseline)")
-        ax.axhline(group.dense_error_mean + group.tolerance, color="k", linestyle=":", linewidth=0.9,
-                   label=f"iso-quality: dense + {group.tolerance:.3g}")
+        ax.errorbar(
+            [group.dense_flops],
+            [np.mean(errs)],
+            yerr=[[np.mean(errs) - min(errs)], [max(errs) - np.mean(errs)]],
+            fmt="*",
+            color="k",
+            markersize=13,
+            capsize=3,
+            zorder=5,
+            label="dense model" if group.dense_from_baseline else "largest candidate (no dense baseline)",
+        )
+        ax.axhline(
+            group.dense_error_mean + group.tolerance,
+            color="k",
+            linestyle=":",
+            linewidth=0.9,
+            label=f"iso-quality: dense + {group.tolerance:.3g}",
+        )
     for method, rows in ok[ok["reference"]].groupby("method"):
         flops, err = rows["flops"].to_numpy(float), rows["error"].to_numpy(float)
         if np.isfinite(flops).all() and (flops > 0).all():
             ax.scatter(flops, err, marker="P", s=70, color="0.35", zorder=6, label=f"{method} (reference)")
         else:  # no counted FLOP/s (not a torch model): its error as a line
-            ax.axhline(float(np.nanmean(err)), color="0.35", linestyle="-.", linewidth=1.2, label=f"{method} (reference, FLOP/s not counted)")
+            ax.axhline(
+                float(np.nanmean(err)),
+                color="0.35",
+                linestyle="-.",
+                linewidth=1.2,
+                label=f"{method} (reference, FLOP/s not counted)",
+            )
     if np.isfinite(group.dense_flops) and "target_ratio" in ok:
         asked = sorted({float(t) for t in ok["target_ratio"].dropna()}, reverse=True)
         for i, t in enumerate(asked):  # the operating points every method was asked for
-            ax.axvline(t * group.dense_flops, color="0.5", linestyle="--", linewidth=0.8,
-                       label="FLOP/s targets" if i == 0 else None)
-            ax.annotate(f"{t:g}", (t * group.dense_flops, 1.0), xycoords=("data", "axes fraction"), fontsize=7, color="0.4",
-                        ha="center", va="bottom")
+            ax.axvline(
+                t * group.dense_flops,
+                color="0.5",
+                linestyle="--",
+                linewidth=0.8,
+                label="FLOP/s targets" if i == 0 else None,
+            )
+            ax.annotate(
+                f"{t:g}",
+                (t * group.dense_flops, 1.0),
+                xycoords=("data", "axes fraction"),
+                fontsize=7,
+                color="0.4",
+                ha="center",
+                va="bottom",
+            )
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(EngFormatter(sep=""))
     lo, hi = ax.get_xlim()
@@ -91,7 +137,9 @@ def tradeoff_png(group: Group, colors: dict[str, str]) -> bytes:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="best")
     else:  # every candidate failed: say so rather than draw empty axes silently
-        ax.text(0.5, 0.5, "no successful candidates (see failed rows)", transform=ax.transAxes, ha="center", va="center")
+        ax.text(
+            0.5, 0.5, "no successful candidates (see failed rows)", transform=ax.transAxes, ha="center", va="center"
+        )
     return _png(fig)
 
 
@@ -116,10 +164,20 @@ def breakdown_png(group: Group, colors: dict[str, str]) -> bytes | None:
         sparse = pick.nonzero_flops < pick.flops * (1 - 1e-6)  # unstructured: only non-zero FLOP/s fall
         cost = pick.nonzero_flops if sparse else pick.flops
         cut = group.dense_flops / cost if np.isfinite(group.dense_flops) and cost else np.nan
-        tag = f"{pick.method} {pick.label}" + (f" ({cut:.2g}x fewer{' non-zero*' if sparse else ''})" if np.isfinite(cut) and not pick.reference else "")
+        tag = f"{pick.method} {pick.label}" + (
+            f" ({cut:.2g}x fewer{' non-zero*' if sparse else ''})" if np.isfinite(cut) and not pick.reference else ""
+        )
         hatch = "//" if pick.reference else None
-        ax.bar(x + (j - (len(picks) - 1) / 2) * width, means, width, yerr=[below, half], capsize=2,
-               color=colors.get(pick.method, "0.5"), hatch=hatch, label=tag + (" [reference]" if pick.reference else ""))
+        ax.bar(
+            x + (j - (len(picks) - 1) / 2) * width,
+            means,
+            width,
+            yerr=[below, half],
+            capsize=2,
+            color=colors.get(pick.method, "0.5"),
+            hatch=hatch,
+            label=tag + (" [reference]" if pick.reference else ""),
+        )
     ax.set_xticks(x, keys, rotation=30 if len(keys) > 4 else 0, ha="right" if len(keys) > 4 else "center")
     if group.ref_fixed:  # above chance level nothing is meaningful; long intervals run off the top
         ax.set_ylim(0, min(ax.get_ylim()[1], 1.1 * group.ref_error))
@@ -136,8 +194,11 @@ def trajectory_png(group: Group, colors: dict[str, str]) -> bytes | None:
     learned-width methods): one panel per width slot, one line per (method, setting) of the
     lowest seed. None when no row recorded a trajectory."""
     ok = group.ok
-    traj = [(r.method, r.label, r.info["width_trajectory"]) for r in ok.itertuples()
-            if isinstance(r.info, dict) and isinstance(r.info.get("width_trajectory"), dict) and r.seed == ok["seed"].min()]
+    traj = [
+        (r.method, r.label, r.info["width_trajectory"])
+        for r in ok.itertuples()
+        if isinstance(r.info, dict) and isinstance(r.info.get("width_trajectory"), dict) and r.seed == ok["seed"].min()
+    ]
     if not traj:
         return None
     slots = list(dict.fromkeys(s for _, _, t in traj for s in t))
@@ -151,8 +212,14 @@ def trajectory_png(group: Group, colors: dict[str, str]) -> bytes | None:
             if len(points):
                 k = per_method.setdefault(method, 0)
                 per_method[method] += 1
-                ax.plot(points[:, 0], points[:, 1], styles[k % len(styles)], color=colors.get(method, "k"),
-                        alpha=max(0.35, 1 - 0.15 * k), label=f"{method} {label}")
+                ax.plot(
+                    points[:, 0],
+                    points[:, 1],
+                    styles[k % len(styles)],
+                    color=colors.get(method, "k"),
+                    alpha=max(0.35, 1 - 0.15 * k),
+                    label=f"{method} {label}",
+                )
         ax.set_ylabel(f"width of {slot}")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=6, ncol=2)

@@ -8,18 +8,21 @@ Writes into one folder (default: `report/` beside the store):
   `fronts.csv` (each method's Pareto front per seed), `breakdowns.csv`, `failed.csv`;
 - `figures/<task>[-<model>]_{tradeoff,breakdown,widths}.png`.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 
 from bench.complexity import format_count
 from reports import aggregate as agg
-from reports import html, leaderboard as lb, plots, targets as tg
+from reports import html, plots
+from reports import leaderboard as lb
+from reports import targets as tg
 from reports.tables import leaderboard_display, to_markdown
 
 
@@ -52,8 +55,11 @@ def build_report(store, out_dir: str | Path | None = None, tasks: Iterable[str] 
     figures: list[Path] = []
     group_html = []
     for group in groups:
-        pngs = {"tradeoff": plots.tradeoff_png(group, colors), "breakdown": plots.breakdown_png(group, colors),
-                "widths": plots.trajectory_png(group, colors)}
+        pngs = {
+            "tradeoff": plots.tradeoff_png(group, colors),
+            "breakdown": plots.breakdown_png(group, colors),
+            "widths": plots.trajectory_png(group, colors),
+        }
         for name, png in pngs.items():
             if png:
                 path = fig_dir / f"{group.key.replace('/', '-')}_{name}.png"
@@ -67,20 +73,36 @@ def build_report(store, out_dir: str | Path | None = None, tasks: Iterable[str] 
     fronts = lb.fronts_table(groups)
     breakdowns = pd.concat([lb.breakdown_table(g) for g in groups], ignore_index=True) if groups else pd.DataFrame()
     failed = lb.failed_rows(df) if not df.empty else pd.DataFrame()
-    long_targets = pd.concat(list(target_tables.values()), ignore_index=True) if groups else pd.DataFrame(columns=tg.COLUMNS)
-    for name, table in (("targets", long_targets), ("leaderboard", board), ("seeds", seeds), ("fronts", fronts),
-                        ("breakdowns", breakdowns), ("failed", failed)):
+    long_targets = (
+        pd.concat(list(target_tables.values()), ignore_index=True) if groups else pd.DataFrame(columns=tg.COLUMNS)
+    )
+    for name, table in (
+        ("targets", long_targets),
+        ("leaderboard", board),
+        ("seeds", seeds),
+        ("fronts", fronts),
+        ("breakdowns", breakdowns),
+        ("failed", failed),
+    ):
         table.to_csv(out / f"{name}.csv", index=False)
     shown, keys = leaderboard_display(board) if not board.empty else (pd.DataFrame(), pd.DataFrame())
     md = "# Results\n\n" + headline_markdown(groups, target_tables, checks)
-    md += "\n## Leaderboard (hypervolume, iso-quality cut)\n\n" + (to_markdown(shown) if not shown.empty else "No results in the store.\n")
+    md += "\n## Leaderboard (hypervolume, iso-quality cut)\n\n" + (
+        to_markdown(shown) if not shown.empty else "No results in the store.\n"
+    )
     if not failed.empty:
         md += "\n## Failed candidates\n\n" + to_markdown(failed)
     (out / "leaderboard.md").write_text(md)
 
     meta = lb.metadata(df) if not df.empty else {}
-    sections = [_intro(store, meta), _headline_section(groups, target_tables, checks), _leaderboard_section(board, shown, keys),
-                *group_html, _failed_section(failed), _meta_section(meta)]
+    sections = [
+        _intro(store, meta),
+        _headline_section(groups, target_tables, checks),
+        _leaderboard_section(board, shown, keys),
+        *group_html,
+        _failed_section(failed),
+        _meta_section(meta),
+    ]
     html_path = out / "leaderboard.html"
     html_path.write_text(html.page("smallspeech-bench leaderboard", sections))
     return Report(out, html_path, board, groups, figures)
@@ -91,11 +113,15 @@ def convergence_note(check: dict | None) -> str:
     if not check:
         return ""
     if check["status"] == "not checked":
-        return (f"Convergence not checked: no dense run at {2 * check['budget']} steps in the store "
-                f"(benchmarks/convergence.py adds one).")
+        return (
+            f"Convergence not checked: no dense run at {2 * check['budget']} steps in the store "
+            f"(benchmarks/convergence.py adds one)."
+        )
     verdict = "converged" if check["status"] == "converged" else "WARNING: the dense model has not converged"
-    return (f"{verdict}: dense error {check['error_s']:.4g} at {check['budget']} steps, {check['error_2s']:.4g} at "
-            f"{2 * check['budget']} (seeds {', '.join(map(str, check['seeds']))}; converged = within 10 %).")
+    return (
+        f"{verdict}: dense error {check['error_s']:.4g} at {check['budget']} steps, {check['error_2s']:.4g} at "
+        f"{2 * check['budget']} (seeds {', '.join(map(str, check['seeds']))}; converged = within 10 %)."
+    )
 
 
 def headline_markdown(groups: list[lb.Group], tables: dict[str, pd.DataFrame], checks: dict[str, dict]) -> str:
@@ -106,8 +132,10 @@ def headline_markdown(groups: list[lb.Group], tables: dict[str, pd.DataFrame], c
         if shown.empty:
             continue
         dense = f"{g.metric} {g.dense_error_mean:.4g}" if g.dense_from_baseline else "no dense baseline"
-        parts.append(f"### {g.key}: {g.metric or 'error'} at each FLOP/s target ({g.budget} training steps per candidate; "
-                     f"dense model: {dense})\n\n" + to_markdown(shown))
+        parts.append(
+            f"### {g.key}: {g.metric or 'error'} at each FLOP/s target ({g.budget} training steps per candidate; "
+            f"dense model: {dense})\n\n" + to_markdown(shown)
+        )
         note = convergence_note(checks.get(g.key))
         if note:
             parts.append(note + "\n")
@@ -120,15 +148,19 @@ def headline_markdown(groups: list[lb.Group], tables: dict[str, pd.DataFrame], c
 
 
 def _headline_section(groups: list[lb.Group], tables: dict[str, pd.DataFrame], checks: dict[str, dict]) -> str:
-    parts = ['<h2>At each FLOP/s target</h2><p class="note">Which method gives the lowest error at each FLOP/s target '
-             f'(a fraction of the dense model\'s FLOP/s), for the same training budget. {html.esc(tg.LEGEND)}</p>']
+    parts = [
+        '<h2>At each FLOP/s target</h2><p class="note">Which method gives the lowest error at each FLOP/s target '
+        f"(a fraction of the dense model's FLOP/s), for the same training budget. {html.esc(tg.LEGEND)}</p>"
+    ]
     for g in groups:
         shown, keys = tg.wide(tables[g.key])
         if shown.empty:
             continue
         dense = f"{g.metric} {g.dense_error_mean:.4g}" if g.dense_from_baseline else "no dense baseline"
-        parts.append(f'<h3>{html.esc(g.key)}: {html.esc(g.metric or "error")} ({g.budget} training steps per candidate; '
-                     f'dense model: {html.esc(dense)})</h3>')
+        parts.append(
+            f"<h3>{html.esc(g.key)}: {html.esc(g.metric or 'error')} ({g.budget} training steps per candidate; "
+            f"dense model: {html.esc(dense)})</h3>"
+        )
         parts.append(html.table(shown, keys, table_id=f"targets-{g.key}"))
         note = convergence_note(checks.get(g.key))
         if note:
@@ -136,75 +168,142 @@ def _headline_section(groups: list[lb.Group], tables: dict[str, pd.DataFrame], c
             parts.append(f'<p class="{cls}">{html.esc(note)}</p>')
         control = tg.control_table(g)
         if not control.empty:
-            parts.append(f'<h4>Found shape or found weights?</h4><p class="note">{html.esc(CONTROL_NOTE)}</p>'
-                         + html.table(control))
+            parts.append(
+                f'<h4>Found shape or found weights?</h4><p class="note">{html.esc(CONTROL_NOTE)}</p>'
+                + html.table(control)
+            )
     return "\n".join(parts)
 
 
-CONTROL_NOTE = ("Each candidate's shape trained again from random initialisation with the same budget: if the retrained "
-                "model is as good, the method found a good shape; if it is worse (positive difference), the method's "
-                "own weights carried the gain. Mean ± 95 % half-interval over seeds; the difference is paired by seed.")
+CONTROL_NOTE = (
+    "Each candidate's shape trained again from random initialisation with the same budget: if the retrained "
+    "model is as good, the method found a good shape; if it is worse (positive difference), the method's "
+    "own weights carried the gain. Mean ± 95 % half-interval over seeds; the difference is paired by seed."
+)
 
 
 def _intro(store, meta: dict) -> str:
     n = meta.get("rows", 0)
-    return (f'<p class="note">From store <code>{html.esc(store.location)}</code>: {n} row(s), '
-            f'{meta.get("failed", 0)} failed. Figures are the mean ± the half-width of a 95 % Student-t interval over seeds.</p>'
-            '<details><summary>How the figures are defined</summary><ul class="note">'
-            f'<li><b>hypervolume</b>: area dominated by a method\'s candidates in a fixed unit square: x = log10(dense FLOP/s / FLOP/s) / {agg.DECADES:g} '
-            f'(0 = dense, 1 = {10 ** agg.DECADES:g}x fewer), y = 1 - error / the metric\'s chance-level error (as its task declares it); reference point (0, 0). '
-            'Comparable across runs; the dense model alone scores 0.</li>'
-            '<li><b>FLOP/s cut at iso-quality</b>: the largest dense / candidate FLOP/s among candidates whose error is at most the dense '
-            'error of the same seed + the task\'s iso-quality tolerance; "-" when none is.</li>'
-            '<li><b>search cost</b>: per seed, all training a method spent to produce its candidates (per run, its largest '
-            '<code>search_seconds</code>; summed over runs).</li>'
-            '<li><b>*</b> non-zero FLOP/s: what unstructured sparsity (magnitude pruning) would cost on hardware that skips zero '
-            'weights; the counted FLOP/s of such models do not fall. Drawn dashed in the plots.</li>'
-            '<li><span class="badge">reference</span> rows (e.g. webrtcvad) are shown for orientation, not as competing methods.</li>'
-            '</ul></details>')
+    return (
+        f'<p class="note">From store <code>{html.esc(store.location)}</code>: {n} row(s), '
+        f"{meta.get('failed', 0)} failed. Figures are the mean ± the half-width of a 95 % Student-t interval over "
+        "seeds.</p>"
+        '<details><summary>How the figures are defined</summary><ul class="note">'
+        "<li><b>hypervolume</b>: area dominated by a method's candidates in a fixed unit square: x = log10(dense "
+        f"FLOP/s / FLOP/s) / {agg.DECADES:g} "
+        f"(0 = dense, 1 = {10**agg.DECADES:g}x fewer), y = 1 - error / the metric's chance-level error (as its task "
+        "declares it); reference point (0, 0). "
+        "Comparable across runs; the dense model alone scores 0.</li>"
+        "<li><b>FLOP/s cut at iso-quality</b>: the largest dense / candidate FLOP/s among candidates whose error is "
+        "at most the dense "
+        'error of the same seed + the task\'s iso-quality tolerance; "-" when none is.</li>'
+        "<li><b>search cost</b>: per seed, all training a method spent to produce its candidates (per run, its largest "
+        "<code>search_seconds</code>; summed over runs).</li>"
+        "<li><b>*</b> non-zero FLOP/s: what unstructured sparsity would cost on hardware that "
+        "skips zero "
+        "weights; the counted FLOP/s of such models do not fall. Drawn dashed in the plots.</li>"
+        '<li><span class="badge">reference</span> rows (outside models, e.g. a classic VAD) are shown for '
+        "orientation, not as competing "
+        "methods.</li>"
+        "</ul></details>"
+    )
 
 
 def _leaderboard_section(board: pd.DataFrame, shown: pd.DataFrame, keys: pd.DataFrame) -> str:
     if board.empty:
-        return '<h2>Leaderboard</h2><p>No results in the store.</p><table id="leaderboard" class="sortable"><thead><tr><th>task</th><th>model</th><th>method</th></tr></thead><tbody></tbody></table>'
-    attrs = [{"class": "reference" if r.kind == "reference" else "method", "data-task": r.task, "data-model": r.family, "data-method": r.method}
-             for r in board.itertuples()]
-    return ('<h2>Leaderboard</h2><p class="note">One row per task, model family and method; click a header to sort.</p>'
-            + html.table(shown, keys, table_id="leaderboard", row_attrs=attrs))
+        return (
+            '<h2>Leaderboard</h2><p>No results in the store.</p><table id="leaderboard" '
+            'class="sortable"><thead><tr><th>task</th><th>model</th><th>method</th></tr></thead><tbody></tbody></table>'
+        )
+    attrs = [
+        {
+            "class": "reference" if r.kind == "reference" else "method",
+            "data-task": r.task,
+            "data-model": r.family,
+            "data-method": r.method,
+        }
+        for r in board.itertuples()
+    ]
+    return (
+        '<h2>Leaderboard</h2><p class="note">One row per task, model family and method; click a header to sort.</p>'
+        + html.table(shown, keys, table_id="leaderboard", row_attrs=attrs)
+    )
 
 
 def _group_section(group: lb.Group, pngs: dict[str, bytes | None]) -> str:
     facts = {
         "FLOP/s unit": group.flops_unit or "-",
-        "dense model": (f"{format_count(group.dense_flops)} {group.flops_unit}, {group.metric} {group.dense_error_mean:.4g} (mean over seeds)"
-                        if math.isfinite(group.dense_flops) else "-")
-                       + ("" if group.dense_from_baseline else " - no baseline dense row: the largest candidate stands in"),
+        "dense model": (
+            f"{format_count(group.dense_flops)} {group.flops_unit}, {group.metric} {group.dense_error_mean:.4g} "
+            "(mean over seeds)"
+            if math.isfinite(group.dense_flops)
+            else "-"
+        )
+        + ("" if group.dense_from_baseline else " - no baseline dense row: the largest candidate stands in"),
         "iso-quality tolerance": f"+{group.tolerance:.3g} {group.metric}",
-        "hypervolume reference error": f"{group.ref_error:g}" + ("" if group.ref_fixed else " (no fixed reference for this metric: not comparable across runs)"),
+        "hypervolume reference error": f"{group.ref_error:g}"
+        + ("" if group.ref_fixed else " (no fixed reference for this metric: not comparable across runs)"),
         "operators not counted": ", ".join(group.uncounted_ops) or "none",
     }
     if group.reference_uncounted:
-        facts["not counted in reference rows"] = ", ".join(group.reference_uncounted) + " (their FLOP/s are unknown, not zero)"
-    parts = [f'<h2 id="{html.esc(group.key)}">{html.esc(group.key)}</h2>', html.definition_list(facts),
-             html.image(pngs["tradeoff"], f"{group.key} trade-off")]
+        facts["not counted in reference rows"] = (
+            ", ".join(group.reference_uncounted) + " (their FLOP/s are unknown, not zero)"
+        )
+    parts = [
+        f'<h2 id="{html.esc(group.key)}">{html.esc(group.key)}</h2>',
+        html.definition_list(facts),
+        html.image(pngs["tradeoff"], f"{group.key} trade-off"),
+    ]
     means = lb.label_means(group)
     if not means.empty:
-        shown = pd.DataFrame({
-            "method": [m + (" [reference]" if r else "") for m, r in zip(means["method"], means["reference"])],
-            "setting": means["label"], "seeds": means["seeds"],
-            f"{group.flops_unit or 'FLOPs'}": [format_count(f) if pd.notna(f) and f > 0 else "not counted" for f in means["flops"]],
-            "non-zero *": [format_count(nz) + " *" if pd.notna(nz) and nz < f * (1 - 1e-6) else "-" for nz, f in zip(means["nonzero_flops"], means["flops"])],
-            "cut": [f"{group.dense_flops / f:.2f}x" if pd.notna(f) and f > 0 and math.isfinite(group.dense_flops) else "-" for f in means["flops"]],
-            group.metric or "error": [f"{e:.4g}" for e in means["error"]],
-        })
-        keys = pd.DataFrame({"method": means["method"], "setting": means["label"], "seeds": means["seeds"], shown.columns[3]: means["flops"],
-                             "non-zero *": means["nonzero_flops"], "cut": group.dense_flops / means["flops"], shown.columns[6]: means["error"]})
-        parts.append("<h3>Candidates (mean over seeds)</h3>" + html.table(shown, keys, row_attrs=[{"class": "reference" if r else "method"} for r in means["reference"]]))
+        shown = pd.DataFrame(
+            {
+                "method": [m + (" [reference]" if r else "") for m, r in zip(means["method"], means["reference"])],
+                "setting": means["label"],
+                "seeds": means["seeds"],
+                f"{group.flops_unit or 'FLOPs'}": [
+                    format_count(f) if pd.notna(f) and f > 0 else "not counted" for f in means["flops"]
+                ],
+                "non-zero *": [
+                    format_count(nz) + " *" if pd.notna(nz) and nz < f * (1 - 1e-6) else "-"
+                    for nz, f in zip(means["nonzero_flops"], means["flops"])
+                ],
+                "cut": [
+                    f"{group.dense_flops / f:.2f}x"
+                    if pd.notna(f) and f > 0 and math.isfinite(group.dense_flops)
+                    else "-"
+                    for f in means["flops"]
+                ],
+                group.metric or "error": [f"{e:.4g}" for e in means["error"]],
+            }
+        )
+        keys = pd.DataFrame(
+            {
+                "method": means["method"],
+                "setting": means["label"],
+                "seeds": means["seeds"],
+                shown.columns[3]: means["flops"],
+                "non-zero *": means["nonzero_flops"],
+                "cut": group.dense_flops / means["flops"],
+                shown.columns[6]: means["error"],
+            }
+        )
+        parts.append(
+            "<h3>Candidates (mean over seeds)</h3>"
+            + html.table(shown, keys, row_attrs=[{"class": "reference" if r else "method"} for r in means["reference"]])
+        )
     if pngs["breakdown"]:
         parts.append("<h3>Breakdowns</h3>" + html.image(pngs["breakdown"], f"{group.key} breakdowns"))
         bd = lb.breakdown_table(group)
-        wide = bd.assign(cell=[agg.MeanCI(m, lo, hi, n).format("{:.3g}") for m, lo, hi, n in zip(bd["mean"], bd["lo"], bd["hi"], bd["n"])])
-        wide = wide.pivot_table(index=["method", "label"], columns="key", values="cell", aggfunc="first", sort=False).reset_index()
+        wide = bd.assign(
+            cell=[
+                agg.MeanCI(m, lo, hi, n).format("{:.3g}")
+                for m, lo, hi, n in zip(bd["mean"], bd["lo"], bd["hi"], bd["n"])
+            ]
+        )
+        wide = wide.pivot_table(
+            index=["method", "label"], columns="key", values="cell", aggfunc="first", sort=False
+        ).reset_index()
         parts.append(html.table(wide.fillna("-")))
     if pngs["widths"]:
         parts.append("<h3>Width trajectories</h3>" + html.image(pngs["widths"], f"{group.key} width trajectories"))
@@ -214,15 +313,22 @@ def _group_section(group: lb.Group, pngs: dict[str, bytes | None]) -> str:
 def _failed_section(failed: pd.DataFrame) -> str:
     if failed.empty:
         return "<h2>Failed candidates</h2><p>None.</p>"
-    return (f"<h2>Failed candidates</h2><p class=\"note\">{len(failed)} row(s) failed; they count in no figure.</p>"
-            + html.table(failed, row_attrs=[{"class": "failed"}] * len(failed)))
+    return (
+        f'<h2>Failed candidates</h2><p class="note">{len(failed)} row(s) failed; they count in no figure.</p>'
+        + html.table(failed, row_attrs=[{"class": "failed"}] * len(failed))
+    )
 
 
 def _meta_section(meta: dict) -> str:
     if not meta:
         return ""
     first, last = meta["dates"]
-    facts = {"seeds": ", ".join(map(str, meta["seeds"])), "scales": ", ".join(meta["scales"]), "dates": f"{first} to {last}",
-             "git revisions": ", ".join(meta["git_revisions"]) or "-", "machines": "; ".join(meta["machines"]) or "-"}
+    facts = {
+        "seeds": ", ".join(map(str, meta["seeds"])),
+        "scales": ", ".join(meta["scales"]),
+        "dates": f"{first} to {last}",
+        "git revisions": ", ".join(meta["git_revisions"]) or "-",
+        "machines": "; ".join(meta["machines"]) or "-",
+    }
     facts.update({f"version: {k}": v for k, v in meta["versions"].items()})
     return "<h2>Run metadata</h2>" + html.definition_list(facts)

@@ -1,15 +1,30 @@
 """Tables built from stored result rows (never from live objects)."""
+
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import pandas as pd
 
 from bench.complexity import format_count
 
 # Columns of the short table printed after a run and by `bench results --format table`.
-SUMMARY_COLUMNS = ["task", "method", "seed", "label", "status", "widths", "params", "flops", "flops_unit", "metric", "error", "train_s"]
+SUMMARY_COLUMNS = [
+    "task",
+    "method",
+    "seed",
+    "label",
+    "status",
+    "widths",
+    "params",
+    "flops",
+    "flops_unit",
+    "metric",
+    "error",
+    "train_s",
+]
 
 
 def summary_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
@@ -17,20 +32,22 @@ def summary_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     records = []
     for r in rows:
         ok = r.get("status") == "ok"
-        records.append({
-            "task": r["task"],
-            "method": r["method"],
-            "seed": r["seed"],
-            "label": r.get("label") or "",
-            "status": r["status"] if ok else f"failed: {r.get('reason') or ''}",
-            "widths": ",".join(f"{k}={v}" for k, v in (r.get("widths") or {}).items()),
-            "params": format_count(r["params"]) if ok else "",
-            "flops": format_count(r["flops"]) if ok else "",
-            "flops_unit": r.get("flops_unit") or "" if ok else "",
-            "metric": r.get("metric") or "",
-            "error": f"{r['error']:.4g}" if ok else "",
-            "train_s": f"{r['train_seconds']:.1f}" if ok else "",
-        })
+        records.append(
+            {
+                "task": r["task"],
+                "method": r["method"],
+                "seed": r["seed"],
+                "label": r.get("label") or "",
+                "status": r["status"] if ok else f"failed: {r.get('reason') or ''}",
+                "widths": ",".join(f"{k}={v}" for k, v in (r.get("widths") or {}).items()),
+                "params": format_count(r["params"]) if ok else "",
+                "flops": format_count(r["flops"]) if ok else "",
+                "flops_unit": r.get("flops_unit") or "" if ok else "",
+                "metric": r.get("metric") or "",
+                "error": f"{r['error']:.4g}" if ok else "",
+                "train_s": f"{r['train_seconds']:.1f}" if ok else "",
+            }
+        )
     return pd.DataFrame(records, columns=SUMMARY_COLUMNS)
 
 
@@ -72,28 +89,44 @@ def leaderboard_display(board: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame
             if nonzero != "-" and r["iso_reduction_nonzero_n"] < seeds:
                 nonzero += f" ({int(r['iso_reduction_nonzero_n'])}/{seeds} seeds)"
             nonzero += f"; hypervolume {_ci_text(r, 'hypervolume_nonzero', '{:.4f}')} *"
-        shown.append({
-            "task": r["task"], "model": r["family"] or "-",
-            "method": r["method"] + (" [reference]" if r["kind"] == "reference" else ""),
-            "seeds": r["seeds"], "candidates": str(r["candidates"]), "failed": str(r["failed"]),
-            "best error": _ci_text(r, "best_error", "{:.4g}") + (f" {r['metric']}" if r["metric"] else ""),
-            "hypervolume": _ci_text(r, "hypervolume", "{:.4f}"),
-            "FLOP/s cut at iso-quality": iso,
-            "non-zero FLOP/s cut *": nonzero,
-            "search cost (s)": _ci_text(r, "search_seconds", "{:.1f}"),
-            "cheapest": (format_count(r["min_flops"]) + f" {r['flops_unit']}") if pd.notna(r["min_flops"]) else "-",
-        })
-        keys.append({
-            "task": r["task"], "model": r["family"], "method": r["method"], "seeds": seeds, "candidates": r["candidates"],
-            "failed": r["failed"], "best error": r["best_error_mean"], "hypervolume": r["hypervolume_mean"],
-            "FLOP/s cut at iso-quality": r["iso_reduction_mean"], "non-zero FLOP/s cut *": r["iso_reduction_nonzero_mean"],
-            "search cost (s)": r["search_seconds_mean"], "cheapest": r["min_flops"],
-        })
+        shown.append(
+            {
+                "task": r["task"],
+                "model": r["family"] or "-",
+                "method": r["method"] + (" [reference]" if r["kind"] == "reference" else ""),
+                "seeds": r["seeds"],
+                "candidates": str(r["candidates"]),
+                "failed": str(r["failed"]),
+                "best error": _ci_text(r, "best_error", "{:.4g}") + (f" {r['metric']}" if r["metric"] else ""),
+                "hypervolume": _ci_text(r, "hypervolume", "{:.4f}"),
+                "FLOP/s cut at iso-quality": iso,
+                "non-zero FLOP/s cut *": nonzero,
+                "search cost (s)": _ci_text(r, "search_seconds", "{:.1f}"),
+                "cheapest": (format_count(r["min_flops"]) + f" {r['flops_unit']}") if pd.notna(r["min_flops"]) else "-",
+            }
+        )
+        keys.append(
+            {
+                "task": r["task"],
+                "model": r["family"],
+                "method": r["method"],
+                "seeds": seeds,
+                "candidates": r["candidates"],
+                "failed": r["failed"],
+                "best error": r["best_error_mean"],
+                "hypervolume": r["hypervolume_mean"],
+                "FLOP/s cut at iso-quality": r["iso_reduction_mean"],
+                "non-zero FLOP/s cut *": r["iso_reduction_nonzero_mean"],
+                "search cost (s)": r["search_seconds_mean"],
+                "cheapest": r["min_flops"],
+            }
+        )
     return pd.DataFrame(shown), pd.DataFrame(keys)
 
 
 def to_markdown(df: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table (no tabulate dependency); '|' in cells escaped."""
+
     def cell(v: Any) -> str:
         return str(v).replace("|", "\\|").replace("\n", " ")
 

@@ -10,6 +10,7 @@ FLOP/s than asked) or under it (cheaper than asked, so not at the same operating
 
 Input is the stored rows only (`target_ratio`, `target_met`, `achieved_ratio`, `error`).
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,24 @@ import pandas as pd
 from reports import aggregate as agg
 from reports.leaderboard import Group
 
-COLUMNS = ["group", "target", "method", "sparse", "n", "error_mean", "error_lo", "error_hi", "achieved_ratio", "over", "under",
-           "best", "diff_mean", "diff_lo", "diff_hi", "diff_n"]
+COLUMNS = [
+    "group",
+    "target",
+    "method",
+    "sparse",
+    "n",
+    "error_mean",
+    "error_lo",
+    "error_hi",
+    "achieved_ratio",
+    "over",
+    "under",
+    "best",
+    "diff_mean",
+    "diff_lo",
+    "diff_hi",
+    "diff_n",
+]
 OVER, UNDER = "↑", "↓"
 
 
@@ -56,10 +73,26 @@ def target_table(group: Group) -> pd.DataFrame:
                 common = errors[method].index.intersection(errors[best].index)
                 diff = agg.mean_ci((errors[method][common] - errors[best][common]).to_numpy(float))
             sparse = bool((r["nonzero_flops"] < r["flops"] * (1 - 1e-6)).any())
-            records.append({"group": group.key, "target": float(target), "method": method, "sparse": sparse, "n": ci.n, "error_mean": ci.mean,
-                            "error_lo": ci.lo, "error_hi": ci.hi, "achieved_ratio": float(achieved.mean()), "over": over,
-                            "under": under, "best": method == best, "diff_mean": diff.mean, "diff_lo": diff.lo,
-                            "diff_hi": diff.hi, "diff_n": diff.n})
+            records.append(
+                {
+                    "group": group.key,
+                    "target": float(target),
+                    "method": method,
+                    "sparse": sparse,
+                    "n": ci.n,
+                    "error_mean": ci.mean,
+                    "error_lo": ci.lo,
+                    "error_hi": ci.hi,
+                    "achieved_ratio": float(achieved.mean()),
+                    "over": over,
+                    "under": under,
+                    "best": method == best,
+                    "diff_mean": diff.mean,
+                    "diff_lo": diff.lo,
+                    "diff_hi": diff.hi,
+                    "diff_n": diff.n,
+                }
+            )
     table = pd.DataFrame(records, columns=COLUMNS)
     return table.sort_values(["target", "method"], ascending=[False, True]).reset_index(drop=True)
 
@@ -100,17 +133,29 @@ def wide(table: pd.DataFrame, fmt: str = "{:.3g}") -> tuple[pd.DataFrame, pd.Dat
     for target, at in table.groupby("target", sort=False):
         by = at.set_index("method")
         best = by.index[by["best"]][0]
-        shown.append({"FLOP/s target": f"{target:g}", "best": best,
-                      **{header[m]: cell_text(by.loc[m], fmt) if m in by.index else "-" for m in methods}})
-        keys.append({"FLOP/s target": target, "best": best,
-                     **{header[m]: by.loc[m, "error_mean"] if m in by.index else np.nan for m in methods}})
+        shown.append(
+            {
+                "FLOP/s target": f"{target:g}",
+                "best": best,
+                **{header[m]: cell_text(by.loc[m], fmt) if m in by.index else "-" for m in methods},
+            }
+        )
+        keys.append(
+            {
+                "FLOP/s target": target,
+                "best": best,
+                **{header[m]: by.loc[m, "error_mean"] if m in by.index else np.nan for m in methods},
+            }
+        )
     return pd.DataFrame(shown), pd.DataFrame(keys)
 
 
-LEGEND = (f"Cells: error mean ± 95 % half-interval over seeds; in brackets the paired difference (by seed) to the "
-          f"best method at that target. {OVER}k/n: k of n seeds' candidates spent over 10 % more FLOP/s than the target; "
-          f"{UNDER}k/n: over 10 % less (a cheaper operating point). * targets in non-zero FLOP/s (unstructured sparsity: "
-          f"the counted FLOP/s do not fall). Every candidate trained for the same number of steps.")
+LEGEND = (
+    f"Cells: error mean ± 95 % half-interval over seeds; in brackets the paired difference (by seed) to the "
+    f"best method at that target. {OVER}k/n: k of n seeds' candidates spent over 10 % more FLOP/s than the target; "
+    f"{UNDER}k/n: over 10 % less (a cheaper operating point). * targets in non-zero FLOP/s (unstructured sparsity: "
+    f"the counted FLOP/s do not fall). Every candidate trained for the same number of steps."
+)
 
 
 def control_table(group: Group) -> pd.DataFrame:
@@ -125,9 +170,11 @@ def control_table(group: Group) -> pd.DataFrame:
         return pd.DataFrame()
     found = ok.set_index(["run_key", "label"])["error"]
     records = []
-    keyed = controls.assign(source=[i["architecture_of"] for i in info[controls.index]],
-                            source_label=[i["source_label"] for i in info[controls.index]],
-                            source_run=[i["source_run"] for i in info[controls.index]])
+    keyed = controls.assign(
+        source=[i["architecture_of"] for i in info[controls.index]],
+        source_label=[i["source_label"] for i in info[controls.index]],
+        source_run=[i["source_run"] for i in info[controls.index]],
+    )
     for (source, label), r in keyed.groupby(["source", "source_label"], sort=True):
         pairs = [(found.get((run, label)), e) for run, e in zip(r["source_run"], r["error"])]
         pairs = [(a, b) for a, b in pairs if a is not None and np.isfinite(a)]
@@ -135,6 +182,14 @@ def control_table(group: Group) -> pd.DataFrame:
             continue
         src, new = agg.mean_ci([a for a, _ in pairs]), agg.mean_ci([b for _, b in pairs])
         diff = agg.mean_ci([b - a for a, b in pairs])
-        records.append({"method": source, "candidate": label, "seeds": len(pairs), "found": src.format(),
-                        "retrained from scratch": new.format(), "scratch - found": diff.format()})
+        records.append(
+            {
+                "method": source,
+                "candidate": label,
+                "seeds": len(pairs),
+                "found": src.format(),
+                "retrained from scratch": new.format(),
+                "scratch - found": diff.format(),
+            }
+        )
     return pd.DataFrame(records)

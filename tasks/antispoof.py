@@ -17,11 +17,12 @@ clip it was made from, so the model sees the attack's change and not the speaker
 batch of 12 is 24 clips. Evaluation: EER overall, breakdowns ``seen``, ``unseen`` and
 ``attack_<name>`` (bona fide vs. that attack's spoofs), AUC as secondary.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -34,9 +35,9 @@ from tasks.base import Evaluation
 from tasks.speech import corpora, metrics, spoof_data, synthesis
 from tasks.speech.attacks import ATTACKS
 from tasks.speech.cache import cached_arrays
-from tasks.speech.task import SpeechTask
 from tasks.speech.datasets import batched_outputs
 from tasks.speech.spoof_models import FRONT_ENDS, RESNET34_WIDTHS, ResNetSpoof
+from tasks.speech.task import SpeechTask
 
 # Utterances per split (train, val, test) and clip length in seconds, per scale. Small:
 # one-second clips (a fixed clip learns faster here than random crops of longer ones).
@@ -110,7 +111,9 @@ class AntispoofTask(SpeechTask):
             corpora.recording_groups(self.config.bonafide_dir, "task.bonafide_dir")  # missing or empty: stop now
         if self.config.bonafide_vctk:
             if self.data_root is None:
-                raise ConfigError("task.bonafide_vctk needs --data-root (a folder holding VCTK-Corpus-0.92/ or VCTK-Corpus/)")
+                raise ConfigError(
+                    "task.bonafide_vctk needs --data-root (a folder holding VCTK-Corpus-0.92/ or VCTK-Corpus/)"
+                )
             corpora.vctk_speakers(self.data_root)
 
     def width_slots(self) -> dict[str, int]:
@@ -119,22 +122,31 @@ class AntispoofTask(SpeechTask):
     def build_model(self, widths: Mapping[str, int] | None = None) -> nn.Module:
         w = self.resolve_widths(widths)
         c = self.config
-        return ResNetSpoof(tuple(w[f"stage{i}"] for i in range(1, 5)), front=c.front_end, max_hz=c.max_hz, n_ceps=c.n_ceps)
+        return ResNetSpoof(
+            tuple(w[f"stage{i}"] for i in range(1, 5)), front=c.front_end, max_hz=c.max_hz, n_ceps=c.n_ceps
+        )
 
     # --- data ----------------------------------------------------------------------------
     def build_split(self, split: str) -> dict[str, np.ndarray]:
         """Cached arrays: audio (int16), attack (index into names, -1 bona fide), names, n_seen."""
         c = self.config
         n_utt = _SIZES[self.scale][("train", "val", "test").index(split)]
-        settings = {"version": spoof_data.GENERATOR_VERSION, "split": split, "source": c.source, "seed": c.data_seed,
-                    "clip_seconds": _SIZES[self.scale][3]}
+        settings = {
+            "version": spoof_data.GENERATOR_VERSION,
+            "split": split,
+            "source": c.source,
+            "seed": c.data_seed,
+            "clip_seconds": _SIZES[self.scale][3],
+        }
         if c.source == "synthetic":
             settings.update(utterances=n_utt, seen=list(c.seen_attacks), unseen=list(c.unseen_attacks))
             settings.update(synthesis.voice_settings(synthesis.installed_voices()))  # {} without flite/festival
             recorded = self._recordings(split, n_utt)
             if recorded:  # only then, so caches made without recordings stay valid
-                settings.update(recorded_share=c.recorded_share,
-                                recorded=[[str(p.resolve()), p.stat().st_size if p.is_file() else -1, sr] for p, sr in recorded])
+                settings.update(
+                    recorded_share=c.recorded_share,
+                    recorded=[[str(p.resolve()), p.stat().st_size if p.is_file() else -1, sr] for p, sr in recorded],
+                )
             return cached_arrays("antispoof", settings, lambda: self._synthetic(split, settings))
         settings.update(data_root=str(self.data_root.resolve()), files=_REAL_FILES[self.scale])
         return cached_arrays("antispoof", settings, lambda: self._asvspoof(split, settings))
@@ -153,7 +165,9 @@ class AntispoofTask(SpeechTask):
             files += [(p, 48000) for g in corpora.split_speakers(list(speakers), split) for p in speakers[g]]
         limit = min(len(files), round(c.recorded_share * n_utt))
         if limit < len(files):
-            keep = np.random.default_rng([c.data_seed, spoof_data.SPLIT_IDS[split]]).choice(len(files), limit, replace=False)
+            keep = np.random.default_rng([c.data_seed, spoof_data.SPLIT_IDS[split]]).choice(
+                len(files), limit, replace=False
+            )
             files = [files[i] for i in sorted(keep)]
         return files
 
@@ -161,8 +175,9 @@ class AntispoofTask(SpeechTask):
         seen, unseen = list(self.config.seen_attacks), list(self.config.unseen_attacks)
         recorded = [(Path(p), sr) for p, _, sr in s.get("recorded", [])]  # exactly what the settings name
         voices = [tuple(v) for v in s.get("external_voices", [])]
-        arrays = spoof_data.generate_split(split, s["utterances"] - len(recorded), s["clip_seconds"], s["seed"], seen, unseen,
-                                           voices=voices)
+        arrays = spoof_data.generate_split(
+            split, s["utterances"] - len(recorded), s["clip_seconds"], s["seed"], seen, unseen, voices=voices
+        )
         if recorded:  # bad files warned about and skipped; the synthetic part keeps its size
             good = corpora.usable_files(recorded, "recorded bona fide")
             rec = spoof_data.generate_recorded(split, good, s["clip_seconds"], s["seed"], seen, unseen)
@@ -185,8 +200,13 @@ class AntispoofTask(SpeechTask):
         n = int(s["clip_seconds"] * 16000)
         audio = np.stack([np.round(np.clip(_fit(x, n), -1, 1) * 32767).astype(np.int16) for _, x in loaded])
         attack = np.array([-1 if by_path[p].bonafide else names.index(by_path[p].system) for p, _ in loaded], np.int8)
-        return {"audio": audio, "attack": attack, "utterance": np.arange(len(loaded), dtype=np.int32),
-                "names": np.array(names), "n_seen": np.array(len(seen))}
+        return {
+            "audio": audio,
+            "attack": attack,
+            "utterance": np.arange(len(loaded), dtype=np.int32),
+            "names": np.array(names),
+            "n_seen": np.array(len(seen)),
+        }
 
     def dataset(self, split: str) -> SpoofPairs:
         d = self.data(split)
@@ -210,7 +230,9 @@ class AntispoofTask(SpeechTask):
         groups = {"seen": (attack >= 0) & (attack < n_seen), "unseen": attack >= n_seen}
         groups.update({f"attack_{name}": attack == i for i, name in enumerate(names)})
         breakdowns = {k: v for k, v in ((k, eer_against(sel)) for k, sel in groups.items()) if v is not None}
-        return Evaluation(error=100 * metrics.eer(scores, bona), breakdowns=breakdowns, secondary={"auc": metrics.auc(scores, bona)})
+        return Evaluation(
+            error=100 * metrics.eer(scores, bona), breakdowns=breakdowns, secondary={"auc": metrics.auc(scores, bona)}
+        )
 
 
 class SpoofPairs(Dataset):

@@ -5,11 +5,13 @@ shrink it. Width *slots* are the sizes a method may change (hidden units, channe
 bands, ...); `build_model(widths)` builds the family member at those widths, so a
 compacted candidate is rebuilt from its widths alone.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -31,7 +33,7 @@ class WidthMask(nn.Module):
     def __init__(self, slot: str, dim: int = -1):
         super().__init__()
         self.slot, self.dim = slot, dim
-        self.transform: Callable[[torch.Tensor, "WidthMask"], torch.Tensor] | None = None
+        self.transform: Callable[[torch.Tensor, WidthMask], torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.transform is None else self.transform(x, self)
@@ -93,8 +95,13 @@ class Task:
     def metric_info(cls) -> dict[str, Any]:
         """What reports need to know of the metric, stored with every row (reports never
         name a metric): name, axis label, chance level, iso-quality tolerance, breakdowns."""
-        return {"name": cls.metric, "label": cls.metric_label or cls.metric, "chance": cls.chance_error,
-                "iso_tolerance": cls.iso_tolerance, "breakdowns": cls.breakdown_label}
+        return {
+            "name": cls.metric,
+            "label": cls.metric_label or cls.metric,
+            "chance": cls.chance_error,
+            "iso_tolerance": cls.iso_tolerance,
+            "breakdowns": cls.breakdown_label,
+        }
 
     def __init__(self, config: Any | None = None, scale: str = "small", data_root: str | Path | None = None):
         self.config = config if config is not None else self.Config()
@@ -120,7 +127,9 @@ class Task:
             raise ConfigError(f"unknown width slot {unknown[0]!r} for task {self.name}; slots: {', '.join(full)}")
         for slot, value in widths.items():
             if not isinstance(value, int) or not 1 <= value <= full[slot]:
-                raise ConfigError(f"width {slot}={value!r} for task {self.name} must be an integer in [1, {full[slot]}]")
+                raise ConfigError(
+                    f"width {slot}={value!r} for task {self.name} must be an integer in [1, {full[slot]}]"
+                )
         return {slot: widths.get(slot, n) for slot, n in full.items()}
 
     # --- data, training and evaluation ---------------------------------------------------
@@ -153,7 +162,7 @@ class Task:
         """Input for timing the model: `seconds` of audio for audio tasks (one example otherwise)."""
         return self.example_input()
 
-    def streamer(self, model: nn.Module) -> "Streamer | None":
+    def streamer(self, model: nn.Module) -> Streamer | None:
         """`model` as a step over chunks of audio with its state carried, or None: not a streaming model."""
         return None
 

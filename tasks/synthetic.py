@@ -5,17 +5,18 @@ a little noise). The student has the same form at `full_width` units. A student 
 than the teacher cannot fit it; a wider one gains nothing. So a width-learning method
 should end near `teacher_width`: the check that it finds the true width.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from bench.device import model_device
 from bench.config import TrainRecipe
+from bench.device import model_device
 from bench.registry import register_task
 from tasks.base import Evaluation, Task, WidthMask
 
@@ -50,7 +51,9 @@ class SyntheticConfig:
 
 
 def mlp(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_features, hidden), nn.Tanh(), WidthMask("hidden"), nn.Linear(hidden, out_features))
+    return nn.Sequential(
+        nn.Linear(in_features, hidden), nn.Tanh(), WidthMask("hidden"), nn.Linear(hidden, out_features)
+    )
 
 
 @register_task("synthetic")
@@ -85,7 +88,9 @@ class SyntheticTask(Task):
         teacher = mlp(c.in_features, c.teacher_width, c.out_features)
         with torch.no_grad():
             first, last = teacher[0], teacher[-1]
-            first.weight.copy_(torch.randn(c.teacher_width, c.in_features, generator=g) * c.teacher_gain / c.in_features**0.5)
+            first.weight.copy_(
+                torch.randn(c.teacher_width, c.in_features, generator=g) * c.teacher_gain / c.in_features**0.5
+            )
             first.bias.copy_(torch.randn(c.teacher_width, generator=g) * 0.5)
             last.weight.copy_(torch.randn(c.out_features, c.teacher_width, generator=g) / c.teacher_width**0.5)
             last.bias.zero_()

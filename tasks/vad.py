@@ -11,10 +11,11 @@ front end inside the model (`tasks.speech.vad_models`), so FLOP/s include it.
 Evaluation: EER pooled over all test frames, per SNR range of the clip (breakdowns
 ``snr_lt5``, ``snr_5_15``, ``snr_15_25``, ``snr_ge25``) and the AUC (secondary).
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -25,9 +26,9 @@ from bench.registry import register_task
 from tasks.base import Evaluation
 from tasks.speech import corpora, metrics, noise, synthesis, vad_data
 from tasks.speech.cache import cached_arrays
-from tasks.speech.task import SpeechTask
 from tasks.speech.datasets import AudioDataset, batched_outputs
 from tasks.speech.streaming import StreamingCRNN
+from tasks.speech.task import SpeechTask
 from tasks.speech.vad_models import CRNN, TransformerVAD
 
 # Clips per split (train, val, test) and clip length in seconds, per scale.
@@ -38,8 +39,10 @@ _SIZES = {"smoke": (24, 8, 16, 2.0), "small": (1600, 150, 300, 2.0), "full": (80
 # (benchmarks/convergence.py); the steps are what the default job affords.
 _RECIPES = {
     "smoke": dict.fromkeys(("crnn", "transformer"), TrainRecipe(steps=20, batch_size=8, lr=3e-3)),
-    "small": {"crnn": TrainRecipe(steps=480, batch_size=32, lr=6e-3),
-              "transformer": TrainRecipe(steps=480, batch_size=32, lr=6e-3)},
+    "small": {
+        "crnn": TrainRecipe(steps=480, batch_size=32, lr=6e-3),
+        "transformer": TrainRecipe(steps=480, batch_size=32, lr=6e-3),
+    },
     "full": dict.fromkeys(("crnn", "transformer"), TrainRecipe(steps=4000, batch_size=32, lr=2e-3)),
 }
 # Real-corpus utterances read per split (0 = all), per scale.
@@ -71,7 +74,17 @@ class VadConfig:
             raise ValueError(f"model must be crnn or transformer, got {self.model!r}")
         if self.source not in ("synthetic", "vctk+esc50"):
             raise ValueError(f"source must be synthetic or vctk+esc50, got {self.source!r}")
-        sizes = (self.n_mels, self.conv1, self.conv2, self.gru, self.head, self.heads, self.head_dim, self.ffn, self.layers)
+        sizes = (
+            self.n_mels,
+            self.conv1,
+            self.conv2,
+            self.gru,
+            self.head,
+            self.heads,
+            self.head_dim,
+            self.ffn,
+            self.layers,
+        )
         if min(sizes) < 1:
             raise ValueError("all model sizes must be >= 1")
         if not self.snr_min < self.snr_max:
@@ -94,7 +107,10 @@ class VadTask(SpeechTask):
         super().__init__(config, scale, data_root)
         if self.config.source == "vctk+esc50":
             if self.data_root is None:
-                raise ConfigError("task.source=vctk+esc50 needs --data-root (a folder holding VCTK-Corpus-0.92/ or VCTK-Corpus/ and ESC-50-master/)")
+                raise ConfigError(
+                    "task.source=vctk+esc50 needs --data-root (a folder holding VCTK-Corpus-0.92/ or VCTK-Corpus/ "
+                    "and ESC-50-master/)"
+                )
             corpora.vctk_speakers(self.data_root)  # layout checks, before any training
             corpora.esc50_files(self.data_root, "test")
         if self.config.noise_dir:
@@ -129,8 +145,15 @@ class VadTask(SpeechTask):
     def _settings(self, split: str) -> dict:
         c = self.config
         sizes = _SIZES[self.scale]
-        settings = {"version": vad_data.GENERATOR_VERSION, "split": split, "clips": sizes[("train", "val", "test").index(split)],
-                    "clip_seconds": sizes[3], "seed": c.data_seed, "snr": [c.snr_min, c.snr_max], "source": c.source}
+        settings = {
+            "version": vad_data.GENERATOR_VERSION,
+            "split": split,
+            "clips": sizes[("train", "val", "test").index(split)],
+            "clip_seconds": sizes[3],
+            "seed": c.data_seed,
+            "snr": [c.snr_min, c.snr_max],
+            "source": c.source,
+        }
         if c.noise_dir:
             files = noise.noise_files(c.noise_dir)
             settings["noise_files"] = [[str(p), p.stat().st_size] for p in files]
@@ -147,13 +170,17 @@ class VadTask(SpeechTask):
         n, seconds = settings["clips"], settings["clip_seconds"]
         if c.source == "vctk+esc50":  # no synthesis: deterministic in this process
             utterance, noise_source = self._real_sources(split)
-            return vad_data.generate_clips(0, n, split, seconds, c.data_seed, snr, utterance, noise_source, NOISE_KINDS, progress=True)
+            return vad_data.generate_clips(
+                0, n, split, seconds, c.data_seed, snr, utterance, noise_source, NOISE_KINDS, progress=True
+            )
         kinds, clips = list(noise.NOISE_TYPES) + ["babble"], None
         if c.noise_dir:
             loaded = corpora.load_usable(noise.noise_files(c.noise_dir), None, "noise")
             clips, kinds = [x for _, x in loaded], kinds + ["file"]
         voices = [tuple(v) for v in settings.get("external_voices", [])]  # exactly those the settings name
-        return vad_data.generate_synthetic(split, n, seconds, c.data_seed, snr, kinds, clips, NOISE_KINDS, voices=voices)
+        return vad_data.generate_synthetic(
+            split, n, seconds, c.data_seed, snr, kinds, clips, NOISE_KINDS, voices=voices
+        )
 
     def _real_sources(self, split: str):
         speakers = corpora.vctk_speakers(self.data_root)
@@ -190,7 +217,8 @@ class VadTask(SpeechTask):
             sel = (snr >= lo) & (snr < hi)
             if labels[sel].any() and not labels[sel].all():
                 breakdowns[name] = 100 * metrics.eer(scores[sel], labels[sel])
-        return Evaluation(error=100 * metrics.eer(scores, labels), breakdowns=breakdowns,
-                          secondary={"auc": metrics.auc(scores, labels)})
-
-
+        return Evaluation(
+            error=100 * metrics.eer(scores, labels),
+            breakdowns=breakdowns,
+            secondary={"auc": metrics.auc(scores, labels)},
+        )

@@ -1,5 +1,6 @@
 """A fair comparison: every candidate trains for the same budget, every shrinking method is
 asked for the same FLOP/s targets, and the headline table compares methods at each target."""
+
 import json
 import math
 
@@ -74,20 +75,29 @@ def test_results_table_prints_the_headline_table(default_rows, capsys):
 def test_targets_option_sets_every_method_and_a_methods_own_setting_wins(tmp_path):
     from bench.runner import plan_runs
 
-    specs = plan_runs(["synthetic"], ["magnitude", "structured", "optuna"], [0], "smoke", ["structured.ratios=0.3"],
-                      flop_targets=[0.4, 0.2])
+    specs = plan_runs(
+        ["synthetic"],
+        ["magnitude", "structured", "optuna"],
+        [0],
+        "smoke",
+        ["structured.ratios=0.3"],
+        flop_targets=[0.4, 0.2],
+    )
     by = {}
     for s in specs:
         by.setdefault(s.method, []).append(getattr(s.method_config, get_method_class(s.method).target_field))
     assert by["magnitude"] == [[0.4], [0.2]] and by["structured"] == [[0.3]] and by["optuna"] == [[0.4, 0.2]]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--targets", "0"], "(0, 1]"),
-    (["--targets", "1.5"], "(0, 1]"),
-    (["--targets", "0.0001"], "under every method's floor"),
-    (["--set", "structured.pretrain=0.9", "--set", "structured.step_finetune=0.1"], "must stay under 1"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--targets", "0"], "(0, 1]"),
+        (["--targets", "1.5"], "(0, 1]"),
+        (["--targets", "0.0001"], "under every method's floor"),
+        (["--set", "structured.pretrain=0.9", "--set", "structured.step_finetune=0.1"], "must stay under 1"),
+    ],
+)
 def test_impossible_budget_or_target_is_one_line_and_exit_2(argv, message, tmp_path, capsys, monkeypatch):
     import bench.training
 
@@ -107,20 +117,42 @@ def test_pruning_budget_adds_up_to_the_run_budget(total):
 
 def _group(rows: list[dict]) -> lb.Group:
     df = pd.DataFrame(rows)
-    for col, default in (("status", "ok"), ("reference", False), ("flops", 100.0), ("task", "t"), ("family", ""),
-                         ("label", ""), ("nonzero_flops", np.nan), ("metric", "eer")):
+    for col, default in (
+        ("status", "ok"),
+        ("reference", False),
+        ("flops", 100.0),
+        ("task", "t"),
+        ("family", ""),
+        ("label", ""),
+        ("nonzero_flops", np.nan),
+        ("metric", "eer"),
+    ):
         if col not in df:
             df[col] = default
     df["nonzero_flops"] = df["nonzero_flops"].fillna(df["flops"])
-    return lb.Group(key="t", task="t", family="", rows=df, metric="eer", flops_unit="FLOP/s", dense_flops=100.0,
-                    dense_error={0: 1.0, 1: 1.0, 2: 1.0}, dense_from_baseline=True, ref_error=50.0, ref_fixed=True, budget=10)
+    return lb.Group(
+        key="t",
+        task="t",
+        family="",
+        rows=df,
+        metric="eer",
+        flops_unit="FLOP/s",
+        dense_flops=100.0,
+        dense_error={0: 1.0, 1: 1.0, 2: 1.0},
+        dense_from_baseline=True,
+        ref_error=50.0,
+        ref_fixed=True,
+        budget=10,
+    )
 
 
 def test_headline_table_picks_the_best_and_pairs_the_others_by_seed():
     rows = []
     for seed, (a, b) in enumerate([(5.0, 6.0), (7.0, 8.5), (6.0, 7.0)]):  # b is worse than a by 1, 1.5, 1
         rows.append({"method": "a", "seed": seed, "target_ratio": 0.5, "achieved_ratio": 0.5, "error": a})
-        rows.append({"method": "b", "seed": seed, "target_ratio": 0.5, "achieved_ratio": 0.3 if seed == 0 else 0.52, "error": b})
+        rows.append(
+            {"method": "b", "seed": seed, "target_ratio": 0.5, "achieved_ratio": 0.3 if seed == 0 else 0.52, "error": b}
+        )
     table = tg.target_table(_group(rows))
     a, b = table.set_index("method").loc["a"], table.set_index("method").loc["b"]
     assert a["best"] and not b["best"] and a["n"] == 3
@@ -150,8 +182,11 @@ def test_scratch_retrains_each_found_shape_from_random_init_with_the_same_budget
     store, rows = default_rows
     assert main(["run", *SMOKE, "--method", "scratch", "--jobs", "1", "--store", store]) == 0
     scratch = [r for r in ResultStore(store).rows(method="scratch")]
-    shapes = {json.dumps(r["widths"], sort_keys=True) for r in rows if r["method"] != "magnitude"
-              and r["widths"] != {"hidden": 64}}
+    shapes = {
+        json.dumps(r["widths"], sort_keys=True)
+        for r in rows
+        if r["method"] != "magnitude" and r["widths"] != {"hidden": 64}
+    }
     assert {json.dumps(r["widths"], sort_keys=True) for r in scratch} == shapes
     assert all(r["train_steps"] == rows[0]["train_steps"] and r["target_ratio"] is None for r in scratch)
     assert not any(r["info"]["architecture_of"] == "magnitude" for r in scratch)  # magnitude keeps the dense shape
@@ -171,7 +206,9 @@ def test_scratch_is_not_in_all_and_starts_after_the_others():
 def test_the_default_suite_runs_its_share_and_says_what_it_leaves_out(tmp_path, capsys, monkeypatch):
     from bench.runner import left_out_of_default_suite, plan_runs
 
-    default = {(s.task, getattr(s.task_config, "model", "")) for s in plan_runs(["default"], ["baseline"], [0], "smoke")}
+    default = {
+        (s.task, getattr(s.task_config, "model", "")) for s in plan_runs(["default"], ["baseline"], [0], "smoke")
+    }
     everything = {(s.task, getattr(s.task_config, "model", "")) for s in plan_runs(["all"], ["baseline"], [0], "smoke")}
     assert default < everything and ("vad", "crnn") in default and ("synthetic", "") in default
     left = left_out_of_default_suite()
@@ -180,6 +217,21 @@ def test_the_default_suite_runs_its_share_and_says_what_it_leaves_out(tmp_path, 
 
     monkeypatch.setattr(bench.runner, "run_all", lambda *a, **k: [])
     monkeypatch.setattr("bench.cli._write_report", lambda *a, **k: "none")
-    assert main(["run", "--method", "baseline", "--seed", "0", "--scale", "smoke", "--quiet",
-                 "--store", str(tmp_path / "r.db")]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--method",
+                "baseline",
+                "--seed",
+                "0",
+                "--scale",
+                "smoke",
+                "--quiet",
+                "--store",
+                str(tmp_path / "r.db"),
+            ]
+        )
+        == 0
+    )
     assert "the default task suite leaves out" in capsys.readouterr().err

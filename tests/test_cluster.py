@@ -5,6 +5,7 @@ worker node mid-sweep loses no finished run, and the restarted sweep completes t
 The servers are started here; the tests skip, saying why, only where PostgreSQL's server
 programs or its driver are not installed (.ci/run installs Debian's postgresql).
 """
+
 import glob
 import os
 import shutil
@@ -55,8 +56,17 @@ def postgres():
         subprocess.run([*as_user, *args], check=True, capture_output=True, text=True)
 
     pg(f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "bench")
-    pg(f"{bindir}/pg_ctl", "-D", data, "-l", os.path.join(folder, "log"), "-w", "start",
-       "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {folder}")
+    pg(
+        f"{bindir}/pg_ctl",
+        "-D",
+        data,
+        "-l",
+        os.path.join(folder, "log"),
+        "-w",
+        "start",
+        "-o",
+        f"-c listen_addresses=127.0.0.1 -p {port} -k {folder}",
+    )
     try:
         pg(f"{bindir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "bench", "bench")
         yield f"postgresql+psycopg://bench@127.0.0.1:{port}/bench"
@@ -88,7 +98,9 @@ def cluster():
 
 def _specs(seeds):
     # one row per run: the dense model without its convergence check
-    return plan_runs(["synthetic"], ["baseline"], seeds, "smoke", ["train.steps=400", "baseline.check_convergence=false"])
+    return plan_runs(
+        ["synthetic"], ["baseline"], seeds, "smoke", ["train.steps=400", "baseline.check_convergence=false"]
+    )
 
 
 def _rows_once(store, specs):

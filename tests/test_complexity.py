@@ -125,15 +125,12 @@ def transformer_layer_macs(length: int, d: int, heads: int, ff: int) -> int:
     relu = length * ff
     ff2 = length * ff * d
     residual_adds = 2 * length * d
-    return (in_proj + out_proj + scores + weighted_sum + softmax + layer_norms
-            + ff1 + relu + ff2 + residual_adds)
+    return in_proj + out_proj + scores + weighted_sum + softmax + layer_norms + ff1 + relu + ff2 + residual_adds
 
 
 def test_transformer_encoder_layer() -> None:
     length, d, heads, ff = 100, 64, 4, 256
-    layer = nn.TransformerEncoderLayer(
-        d_model=d, nhead=heads, dim_feedforward=ff, batch_first=True
-    )
+    layer = nn.TransformerEncoderLayer(d_model=d, nhead=heads, dim_feedforward=ff, batch_first=True)
     c = measure(layer, torch.randn(1, length, d))
     check(c, transformer_layer_macs(length, d, heads, ff))
     assert c.uncounted == ()
@@ -269,8 +266,7 @@ def test_to_dict_is_json() -> None:
 
 
 def test_profile_table() -> None:
-    model = nn.Sequential(nn.Conv1d(8, 16, 5, padding=2), nn.ReLU(),
-                          nn.Sequential(nn.Flatten(), nn.Linear(1600, 10)))
+    model = nn.Sequential(nn.Conv1d(8, 16, 5, padding=2), nn.ReLU(), nn.Sequential(nn.Flatten(), nn.Linear(1600, 10)))
     table = profile_table(model, torch.randn(1, 8, 100), max_depth=2)
     assert "MACs = multiply-accumulates; FLOPs = 2 x MACs" in table
     for name in ("0 (Conv1d)", "1 (ReLU)", "2 (Sequential)", "2.1 (Linear)"):

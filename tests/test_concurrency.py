@@ -1,4 +1,5 @@
 """Concurrency and dead processes: claims in the store, dead workers, orphaned workers."""
+
 import os
 import re
 import signal
@@ -47,8 +48,15 @@ def _bench(args, tmp_path, **kwargs):
     site.mkdir(exist_ok=True)
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{REPO}", "BENCH_JOBS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench", *args],
+        cwd=REPO,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
 
 
 def test_a_claim_is_held_until_its_holder_dies_or_its_heartbeat_expires(store_path):
@@ -57,6 +65,7 @@ def test_a_claim_is_held_until_its_holder_dies_or_its_heartbeat_expires(store_pa
     assert not store.claim("k", "other:2:b")  # held, heartbeat fresh
     assert store.claim("k", "other:2:b", ttl=0.0)  # heartbeat older than the ttl: taken over
     import socket
+
     dead = f"{socket.gethostname()}:{2**22 + 12345}:c"  # a pid above Linux's maximum: no such process
     store.release("k", "other:2:b")
     assert store.claim("k", dead) and store.claim("k", "third:3:d")  # the holder died on this host: taken over
@@ -65,8 +74,25 @@ def test_a_claim_is_held_until_its_holder_dies_or_its_heartbeat_expires(store_pa
 
 
 def test_two_commands_on_one_store_never_train_a_run_twice(store_path, tmp_path):
-    args = ["run", "--task", "synthetic", "--method", "baseline", "optuna", "--seed", "0", "--scale", "smoke",
-            "--set", "optuna.trials=3", "--quiet", "--jobs", "1", "--store", store_path]
+    args = [
+        "run",
+        "--task",
+        "synthetic",
+        "--method",
+        "baseline",
+        "optuna",
+        "--seed",
+        "0",
+        "--scale",
+        "smoke",
+        "--set",
+        "optuna.trials=3",
+        "--quiet",
+        "--jobs",
+        "1",
+        "--store",
+        store_path,
+    ]
     first, second = _bench(args, tmp_path), _bench(args, tmp_path)
     outs = [p.communicate(timeout=600) for p in (first, second)]
     assert [p.returncode for p in (first, second)] == [0, 0], outs
@@ -77,13 +103,32 @@ def test_two_commands_on_one_store_never_train_a_run_twice(store_path, tmp_path)
     rows = store.rows()
     assert len({(r["run_key"], r["candidate"]) for r in rows}) == len(rows)
     import optuna
+
     studies = optuna.get_all_study_summaries(store.url)
     assert [s.n_trials for s in studies] == [3]  # one search, not two on one study
 
 
 def test_a_dead_worker_is_retried_once_then_its_run_fails_with_the_reason(store_path, tmp_path):
-    proc = _bench(["run", "--task", "synthetic", "--method", "killer", "--seed", "0", "1",
-                   "--scale", "smoke", "--quiet", "--jobs", "2", "--store", store_path], tmp_path)
+    proc = _bench(
+        [
+            "run",
+            "--task",
+            "synthetic",
+            "--method",
+            "killer",
+            "--seed",
+            "0",
+            "1",
+            "--scale",
+            "smoke",
+            "--quiet",
+            "--jobs",
+            "2",
+            "--store",
+            store_path,
+        ],
+        tmp_path,
+    )
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 1, err
     assert "1 run(s) done" in out, out  # seed 0, retried without counting if the pool broke under it
@@ -112,8 +157,26 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_workers_exit_when_the_main_process_is_killed(sig, store_path, tmp_path):
-    proc = _bench(["run", "--task", "synthetic", "--method", "sleeper", "--seed", "0", "1", "--scale", "smoke",
-                   "--quiet", "--jobs", "2", "--store", store_path], tmp_path)
+    proc = _bench(
+        [
+            "run",
+            "--task",
+            "synthetic",
+            "--method",
+            "sleeper",
+            "--seed",
+            "0",
+            "1",
+            "--scale",
+            "smoke",
+            "--quiet",
+            "--jobs",
+            "2",
+            "--store",
+            store_path,
+        ],
+        tmp_path,
+    )
     store = ResultStore(store_path)
     deadline = time.time() + 120
     while time.time() < deadline and len(store.rows()) == 0 and sum(_is_running(store, s) for s in (0, 1)) < 2:
@@ -133,6 +196,7 @@ def _is_running(store, seed):
     import sqlalchemy as sa
 
     from bench.store import runs
+
     with store.engine.connect() as conn:
         query = sa.select(sa.func.count()).where(runs.c.seed == seed, runs.c.status == "running")
         return conn.execute(query).scalar() > 0

@@ -21,20 +21,34 @@ class Example:
 
 
 def test_values_are_parsed_by_field_type():
-    cfg = apply_overrides(Example(), {"n": "3", "x": "1e-3", "flag": "yes", "ratios": "0.5,0.25", "widths": "a=1,b=2", "maybe": "none"}, "example")
-    assert (cfg.n, cfg.x, cfg.flag, cfg.ratios, cfg.widths, cfg.maybe) == (3, 1e-3, True, [0.5, 0.25], {"a": 1, "b": 2}, None)
+    cfg = apply_overrides(
+        Example(),
+        {"n": "3", "x": "1e-3", "flag": "yes", "ratios": "0.5,0.25", "widths": "a=1,b=2", "maybe": "none"},
+        "example",
+    )
+    assert (cfg.n, cfg.x, cfg.flag, cfg.ratios, cfg.widths, cfg.maybe) == (
+        3,
+        1e-3,
+        True,
+        [0.5, 0.25],
+        {"a": 1, "b": 2},
+        None,
+    )
     assert parse_value('{"a": 4}', dict[str, int]) == {"a": 4}
     assert parse_value("[1, 2]", list[int]) == [1, 2]
 
 
-@pytest.mark.parametrize("key,value,match", [
-    ("nope", "1", "unknown setting 'nope' for example; valid: n, x"),
-    ("n", "abc", "bad value 'abc' for n of example: expected int"),
-    ("n", "1.5", "expected int"),
-    ("flag", "maybe", "expected bool"),
-    ("widths", "a", "name=value"),
-    ("n", "-1", "n must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        ("nope", "1", "unknown setting 'nope' for example; valid: n, x"),
+        ("n", "abc", "bad value 'abc' for n of example: expected int"),
+        ("n", "1.5", "expected int"),
+        ("flag", "maybe", "expected bool"),
+        ("widths", "a", "name=value"),
+        ("n", "-1", "n must be >= 0"),
+    ],
+)
 def test_bad_settings_give_one_line_errors(key, value, match):
     with pytest.raises(ConfigError, match=match) as err:
         apply_overrides(Example(), {key: value}, "example")
@@ -42,7 +56,10 @@ def test_bad_settings_give_one_line_errors(key, value, match):
 
 
 def test_parse_set_needs_a_scope_and_a_value():
-    assert parse_set(["task.teacher_width=24", "method.widths=hidden=8"]) == [("task", "teacher_width", "24"), ("method", "widths", "hidden=8")]
+    assert parse_set(["task.teacher_width=24", "method.widths=hidden=8"]) == [
+        ("task", "teacher_width", "24"),
+        ("method", "widths", "hidden=8"),
+    ]
     with pytest.raises(ConfigError, match="scope.key=value"):
         parse_set(["task.teacher_width"])
     with pytest.raises(ConfigError, match="needs a scope"):

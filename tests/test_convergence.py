@@ -1,4 +1,5 @@
 """benchmarks/convergence.py: the convergence criterion on numbers, and a smoke-size run."""
+
 import importlib.util
 import math
 import re
@@ -15,14 +16,17 @@ convergence = sys.modules["convergence"] = importlib.util.module_from_spec(_spec
 _spec.loader.exec_module(convergence)
 
 
-@pytest.mark.parametrize("error_s, error_2s, passed", [
-    (3.28, 2.83, False),  # +15.9 %: still improving
-    (3.0, 2.8, True),  # +7.1 %
-    (2.2, 2.0, True),  # +10 % exactly: within
-    (2.0, 2.5, False),  # -20 %: the longer training is worse by more than the tolerance
-    (0.0, 0.0, True),
-    (0.1, 0.0, False),
-])
+@pytest.mark.parametrize(
+    "error_s, error_2s, passed",
+    [
+        (3.28, 2.83, False),  # +15.9 %: still improving
+        (3.0, 2.8, True),  # +7.1 %
+        (2.2, 2.0, True),  # +10 % exactly: within
+        (2.0, 2.5, False),  # -20 %: the longer training is worse by more than the tolerance
+        (0.0, 0.0, True),
+        (0.1, 0.0, False),
+    ],
+)
 def test_criterion_on_numbers(error_s, error_2s, passed):
     assert convergence.converged(error_s, error_2s, 0.10) is passed
 
@@ -44,7 +48,8 @@ def test_lines_and_summary():
     failed_line = convergence.format_line(failed, 0.1)
     assert "NonFiniteLossError" in failed_line and " FAIL " in failed_line
     assert convergence.summary_line([ok, bad, failed], 0.1) == (
-        "summary (1/3 converged within 10%): vad/crnn PASS, synthetic FAIL, antispoof FAIL")
+        "summary (1/3 converged within 10%): vad/crnn PASS, synthetic FAIL, antispoof FAIL"
+    )
 
 
 def _parse(line: str) -> tuple[str, int, float, float, str]:
@@ -54,8 +59,21 @@ def _parse(line: str) -> tuple[str, int, float, float, str]:
 
 def test_smoke_run_through_the_runner(tmp_path, capsys, one_thread):
     store_path = str(tmp_path / "conv.db")
-    code = convergence.main(["--scale", "smoke", "--task", "synthetic", "vad", "--set", "task.model=crnn",
-                             "--steps", "6", "--store", store_path])
+    code = convergence.main(
+        [
+            "--scale",
+            "smoke",
+            "--task",
+            "synthetic",
+            "vad",
+            "--set",
+            "task.model=crnn",
+            "--steps",
+            "6",
+            "--store",
+            store_path,
+        ]
+    )
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[1] == convergence.HEADER and lines[-1].startswith("summary (")
@@ -71,12 +89,15 @@ def test_smoke_run_through_the_runner(tmp_path, capsys, one_thread):
     assert all(r["method"] == "baseline" and r["status"] == "ok" for r in rows)
 
 
-@pytest.mark.parametrize("argv, word", [
-    (["--steps", "0"], "--steps"),
-    (["--set", "train.nonsense=1"], "train.nonsense"),
-    (["--task", "nosuchtask"], "nosuchtask"),
-    (["--tolerance", "1.5"], "--tolerance"),
-])
+@pytest.mark.parametrize(
+    "argv, word",
+    [
+        (["--steps", "0"], "--steps"),
+        (["--set", "train.nonsense=1"], "train.nonsense"),
+        (["--task", "nosuchtask"], "nosuchtask"),
+        (["--tolerance", "1.5"], "--tolerance"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(argv, word, capsys, tmp_path):
     assert convergence.main(argv + ["--scale", "smoke", "--store", str(tmp_path / "x.db")]) == 2
     err = capsys.readouterr().err.strip()

@@ -1,5 +1,6 @@
 """The repository's text speaks of the software and what was measured, and its docs hold
 together: no development history, a README a newcomer can read, links that resolve."""
+
 import re
 import subprocess
 from pathlib import Path
@@ -8,13 +9,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # Phrases that narrate how the work was organised rather than what the software does.
-HISTORY = re.compile(r"\bissue \d+|\bissue #\d+|the brief\b|\brun [AB]\b|earlier session|this session|"
-                     r"shared/(METHOD|STYLE|DATA)|\.\./shared|STYLE rule|lab notebook", re.IGNORECASE)
+HISTORY = re.compile(
+    r"\bissue \d+|\bissue #\d+|the brief\b|\brun [AB]\b|earlier session|this session|"
+    r"shared/(METHOD|STYLE|DATA)|\.\./shared|STYLE rule|lab notebook",
+    re.IGNORECASE,
+)
 
 
 def tracked_text_files() -> list[Path]:
     names = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    return [ROOT / n for n in names if n.endswith((".py", ".md", ".toml", ".ini", ".txt", ".cfg")) or n.startswith(".ci/")]
+    return [
+        ROOT / n for n in names if n.endswith((".py", ".md", ".toml", ".ini", ".txt", ".cfg")) or n.startswith(".ci/")
+    ]
 
 
 def test_no_text_narrates_the_development_history():
@@ -29,7 +35,13 @@ def test_no_text_narrates_the_development_history():
 
 
 def test_the_pattern_catches_what_it_should():
-    for text in ("see issue 3", "the brief's definition", "measured in run A", "an earlier session found", "shared/METHOD.md"):
+    for text in (
+        "see issue 3",
+        "the brief's definition",
+        "measured in run A",
+        "an earlier session found",
+        "shared/METHOD.md",
+    ):
         assert HISTORY.search(text), text
     assert not HISTORY.search("--models-dir /shared/bench-models")
 
@@ -42,7 +54,9 @@ def test_readme_is_short_and_its_local_links_resolve():
             assert (ROOT / target).exists(), target
 
 
-@pytest.mark.parametrize("page", ["comparison", "counting", "data", "scaling", "store", "method", "reliability", "latency"])
+@pytest.mark.parametrize(
+    "page", ["comparison", "counting", "data", "scaling", "store", "method", "reliability", "latency"]
+)
 def test_docs_pages_exist_and_their_links_resolve(page):
     path = ROOT / "docs" / f"{page}.md"
     assert path.exists(), path

@@ -1,9 +1,11 @@
 """Width-learning methods: FLOP model, consolidation, gradients, bad input, stored runs."""
+
 import math
 import random
 
 import pytest
 import torch
+from conftest import make_task, task_variants
 
 from bench.cli import main
 from bench.complexity import measure
@@ -14,9 +16,6 @@ from methods.dynamic.flops_model import FlopsModel
 from methods.dynamic.layout import consolidate, unmask_weights
 from methods.noise_injection import NoiseInjectionConfig, NoiseInjectionController
 from methods.stochastic_gates import GateController, StochasticGatesConfig
-
-
-from conftest import make_task, task_variants
 
 VARIANTS = [pytest.param(name, overrides, id=vid) for vid, name, overrides in task_variants()]
 
@@ -105,8 +104,29 @@ def test_kappa_gradients_are_finite_with_lam_near_0_and_1(offset, flops_models):
 
 
 def test_noise_injection_trains_kappa_down_and_records_its_trajectory(store_path):
-    assert main(["run", "--task", "synthetic", "--method", "noise_injection", "--scale", "smoke", "--seed", "0", "--quiet",
-                 "--set", "method.kappa_min=0.25", "--set", "train.steps=300", "--store", store_path]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--task",
+                "synthetic",
+                "--method",
+                "noise_injection",
+                "--scale",
+                "smoke",
+                "--seed",
+                "0",
+                "--quiet",
+                "--set",
+                "method.kappa_min=0.25",
+                "--set",
+                "train.steps=300",
+                "--store",
+                store_path,
+            ]
+        )
+        == 0
+    )
     (row,) = ResultStore(store_path).rows()
     trajectory = row["info"]["width_trajectory"]["hidden"]
     assert trajectory[0][1] > 60 and trajectory[-1][1] < 40  # started near full width, moved down
@@ -117,8 +137,27 @@ def test_noise_injection_trains_kappa_down_and_records_its_trajectory(store_path
 @pytest.mark.parametrize("method", ["noise_injection", "stochastic_gates"])
 def test_one_row_per_target_with_consolidated_figures_that_meet_it(method, store_path):
     knob, values = "target", (0.5, 0.25, 0.125)
-    assert main(["run", "--task", "synthetic", "--method", method, "--scale", "smoke", "--seed", "0", "--quiet",
-                 "--set", "train.steps=100", "--store", store_path]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--task",
+                "synthetic",
+                "--method",
+                method,
+                "--scale",
+                "smoke",
+                "--seed",
+                "0",
+                "--quiet",
+                "--set",
+                "train.steps=100",
+                "--store",
+                store_path,
+            ]
+        )
+        == 0
+    )
     rows = ResultStore(store_path).rows()
     assert sorted(r["label"] for r in rows) == sorted(f"{knob}={v}" for v in values)
     for r in rows:
@@ -129,21 +168,42 @@ def test_one_row_per_target_with_consolidated_figures_that_meet_it(method, store
         assert r["macs"] == 16 * hidden + hidden + hidden * 4  # the consolidated model, measured by the counter
 
 
-@pytest.mark.parametrize("setting,message", [
-    ("method.kappa_min=0", "kappa_min and target values must be in (0, 1]"),
-    ("method.target=0.5,1.5", "kappa_min and target values must be in (0, 1]"),
-    ("method.slots=hidden,nope", "task synthetic has no width slot 'nope'"),
-    ("method.target=0.01", "target 0.01 cannot be met on task synthetic"),
-    ("method.preset=paper", "no preset 'paper' for task synthetic; presets: none"),
-])
+@pytest.mark.parametrize(
+    "setting,message",
+    [
+        ("method.kappa_min=0", "kappa_min and target values must be in (0, 1]"),
+        ("method.target=0.5,1.5", "kappa_min and target values must be in (0, 1]"),
+        ("method.slots=hidden,nope", "task synthetic has no width slot 'nope'"),
+        ("method.target=0.01", "target 0.01 cannot be met on task synthetic"),
+        ("method.preset=paper", "no preset 'paper' for task synthetic; presets: none"),
+    ],
+)
 def test_bad_noise_injection_settings_fail_before_training(setting, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(
+        ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")
+    ):
         plan_runs(["synthetic"], ["noise_injection"], [0], "smoke", [setting])
 
 
 def test_an_unreachable_gate_budget_fails_before_training(store_path, capsys):
-    assert main(["run", "--task", "synthetic", "--method", "stochastic_gates", "--scale", "smoke", "--store", store_path,
-                 "--set", "method.target=0.001"]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "--task",
+                "synthetic",
+                "--method",
+                "stochastic_gates",
+                "--scale",
+                "smoke",
+                "--store",
+                store_path,
+                "--set",
+                "method.target=0.001",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "target 0.001 cannot be met" in err and len(err.strip().splitlines()) == 1
     assert ResultStore(store_path).rows() == []
@@ -203,8 +263,7 @@ def test_a_run_gives_the_same_model_whatever_the_process_computed_before(method,
     later ones (seen as different widths for the same spec)."""
     from bench.runner import execute
 
-    (spec,) = plan_runs(["synthetic"], [method], [0], "smoke", ["method.target=0.25",
-                                                                "train.steps=60"])
+    (spec,) = plan_runs(["synthetic"], [method], [0], "smoke", ["method.target=0.25", "train.steps=60"])
     FlopsModel._cache.clear()  # as in a fresh worker
     first = execute(spec, ResultStore(str(tmp_path / "a.db")), progress=False).rows[0]
     second = execute(spec, ResultStore(str(tmp_path / "b.db")), progress=False).rows[0]

@@ -1,5 +1,6 @@
 """optuna: a search through the CLI stores its Pareto front; a killed search resumes
 without redoing finished trials; bad settings are rejected before training."""
+
 import optuna
 import pytest
 import torch
@@ -21,8 +22,20 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.mark.parametrize("sampler", ["nsga2", "tpe"])
 def test_search_stores_pareto_front_with_search_cost(sampler, store_path):
-    args = ["--method", "optuna", "--store", store_path, "--set", "train.steps=40", "--set", "method.trials=5",
-            "--set", f"method.sampler={sampler}", "--set", "method.population=2"]
+    args = [
+        "--method",
+        "optuna",
+        "--store",
+        store_path,
+        "--set",
+        "train.steps=40",
+        "--set",
+        "method.trials=5",
+        "--set",
+        f"method.sampler={sampler}",
+        "--set",
+        "method.population=2",
+    ]
     assert main(["run", *SMOKE, *args]) == 0
     store = ResultStore(store_path)
     rows = store.rows()
@@ -44,13 +57,26 @@ def test_search_stores_pareto_front_with_search_cost(sampler, store_path):
         assert info["widths"] == row["widths"]
         x, y = SyntheticTask(scale="smoke")._data()["val"]
         assert torch.nn.functional.mse_loss(model(x), y).item() > 0
-        assert SyntheticTask(scale="smoke").evaluate(model, "val").error == pytest.approx(row["info"]["val_error"], rel=1e-5)
+        assert SyntheticTask(scale="smoke").evaluate(model, "val").error == pytest.approx(
+            row["info"]["val_error"], rel=1e-5
+        )
 
 
 def test_the_full_width_trial_is_the_shared_dense_model(store_path):
     """Not trained again: the baseline's candidate, with its training time as search cost."""
-    args = ["--method", "baseline", "optuna", "--store", store_path, "--set", "train.steps=40", "--set", "optuna.trials=3",
-            "--set", "optuna.population=2"]
+    args = [
+        "--method",
+        "baseline",
+        "optuna",
+        "--store",
+        store_path,
+        "--set",
+        "train.steps=40",
+        "--set",
+        "optuna.trials=3",
+        "--set",
+        "optuna.population=2",
+    ]
     assert main(["run", *SMOKE, *args]) == 0
     store = ResultStore(store_path)
     base, _check = store.rows(method="baseline")  # the dense model, and its convergence check
@@ -85,7 +111,9 @@ def test_killed_search_resumes_without_redoing_finished_trials(tmp_path, monkeyp
     url = f"sqlite:///{tmp_path / 'results.db'}"
     method = OptunaSearch(OptunaConfig(trials=5, population=2))
     Interrupting.calls, Interrupting.kill_at = 0, 3
-    ctx = Interrupting(task=task, seed=0, recipe=recipe, progress=False, store_url=url, run_key="synthetic/optuna/x/seed0")
+    ctx = Interrupting(
+        task=task, seed=0, recipe=recipe, progress=False, store_url=url, run_key="synthetic/optuna/x/seed0"
+    )
     with pytest.raises(KeyboardInterrupt):
         list(method.candidates(ctx))
     study = open_study(url, "bench:synthetic/optuna/x/seed0")
@@ -98,7 +126,8 @@ def test_killed_search_resumes_without_redoing_finished_trials(tmp_path, monkeyp
     study = open_study(url, "bench:synthetic/optuna/x/seed0")
     after = complete_trials(study)
     assert len(after) == 5 and {t.number: t.params for t in after if t.number in before} == before
-    # Only new trials were trained (the killed one again first, with its widths); a repeated proposal is not trained twice.
+    # Only new trials were trained (the killed one again first, with its widths); a repeated proposal is not trained
+    # twice.
     fresh = [t for t in after if t.number not in before and "duplicate_of" not in t.user_attrs]
     assert fresh[0].params == killed.params and fresh[0].user_attrs["retry_of"] == killed.number
     assert len(Interrupting.trained) == len(fresh) and min(t.number for t in fresh) > killed.number
@@ -112,7 +141,9 @@ def test_killed_search_resumes_without_redoing_finished_trials(tmp_path, monkeyp
 
     # The same search never interrupted: the same trials (in search order) and the same front.
     clean_url = f"sqlite:///{tmp_path / 'clean.db'}"
-    clean_ctx = RunContext(task=task, seed=0, recipe=recipe, progress=False, store_url=clean_url, run_key="synthetic/optuna/x/seed0")
+    clean_ctx = RunContext(
+        task=task, seed=0, recipe=recipe, progress=False, store_url=clean_url, run_key="synthetic/optuna/x/seed0"
+    )
     clean = list(method.candidates(clean_ctx))
     clean_trials = complete_trials(open_study(clean_url, "bench:synthetic/optuna/x/seed0"))
     assert [(t.params, t.values) for t in clean_trials] == [(t.params, t.values) for t in after]
@@ -140,7 +171,9 @@ def test_a_search_killed_with_a_running_trial_resumes_to_the_same_front(tmp_path
     assert fronts[0] == fronts[1]
 
 
-@pytest.mark.parametrize("setting", ["method.trials=0", "method.sampler=random", "method.population=1", "method.slots=nope"])
+@pytest.mark.parametrize(
+    "setting", ["method.trials=0", "method.sampler=random", "method.population=1", "method.slots=nope"]
+)
 def test_bad_settings_are_rejected_before_training(setting, store_path, capsys):
     assert main(["run", *SMOKE, "--method", "optuna", "--store", store_path, "--set", setting]) == 2
     err = capsys.readouterr().err.strip()
@@ -150,8 +183,14 @@ def test_bad_settings_are_rejected_before_training(setting, store_path, capsys):
 def test_repeated_proposals_are_not_trained_again(tmp_path):
     task = SyntheticTask(SyntheticTask.Config(full_width=2), scale="smoke")  # only widths 1 and 2 exist
     Interrupting.calls, Interrupting.kill_at, Interrupting.trained = 0, -1, []
-    ctx = Interrupting(task=task, seed=0, recipe=TrainRecipe(steps=10, batch_size=64), progress=False,
-                       store_url=f"sqlite:///{tmp_path / 'r.db'}", run_key="dup")
+    ctx = Interrupting(
+        task=task,
+        seed=0,
+        recipe=TrainRecipe(steps=10, batch_size=64),
+        progress=False,
+        store_url=f"sqlite:///{tmp_path / 'r.db'}",
+        run_key="dup",
+    )
     candidates = list(OptunaSearch(OptunaConfig(trials=5, population=2)).candidates(ctx))
     assert Interrupting.calls <= 2 and candidates[0].info["trials_complete"] == 5
     assert len({tuple(c.widths.items()) for c in candidates}) == len(candidates)
@@ -169,7 +208,9 @@ def test_opening_a_study_waits_out_another_process_creating_the_tables(tmp_path,
     def racing(url):
         calls.append(url)
         if len(calls) == 1:
-            raise sa.exc.IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed: alembic_version.version_num"))
+            raise sa.exc.IntegrityError(
+                "INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed: alembic_version.version_num")
+            )
         return real(url)
 
     monkeypatch.setattr(optuna_search, "rdb_storage", racing)

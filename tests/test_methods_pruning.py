@@ -1,10 +1,12 @@
 """magnitude and structured: pure scoring/stepping helpers, synthetic runs through the CLI,
 toy GRU and attention models, torch-pruning's surgery on every task's model, whole runs on
 the speech models (smaller, reloaded, scored), bad knobs."""
+
 from dataclasses import dataclass
 
 import pytest
 import torch
+from conftest import make_task, task_variants
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import TensorDataset
@@ -15,7 +17,6 @@ from bench.complexity import measure
 from bench.config import ConfigError, TrainRecipe
 from bench.runner import plan_runs
 from bench.store import ResultStore
-from conftest import make_task, task_variants
 from methods.base import RunContext
 from methods.dynamic.layout import consolidate, slot_layout
 from methods.magnitude import Magnitude, MagnitudeConfig
@@ -44,7 +45,9 @@ def test_feature_scores_fold_heads_and_normalise():
 
 
 def test_slot_costs_average_sorted_scores_of_a_slots_groups():
-    costs = slot_costs([("s", torch.tensor([3.0, 1.0])), ("s", torch.tensor([0.0, 4.0])), ("t", torch.tensor([2.0, 0.5, 1.0]))])
+    costs = slot_costs(
+        [("s", torch.tensor([3.0, 1.0])), ("s", torch.tensor([0.0, 4.0])), ("t", torch.tensor([2.0, 0.5, 1.0]))]
+    )
     assert costs["s"].tolist() == [0.5, 3.5] and costs["t"].tolist() == [0.5, 1.0, 2.0]
     with pytest.raises(ValueError):
         slot_costs([("s", torch.ones(2)), ("s", torch.ones(3))])
@@ -126,14 +129,24 @@ def test_default_targets_under_a_task_floor_are_left_out_set_ones_are_run(capsys
         for p in zeroed.parameters():
             if p.dim() >= 2:
                 p.zero_()
-    assert measure(zeroed, task.example_input()).nonzero_flops / measure(zeroed, task.example_input()).flops \
-        == pytest.approx(magnitude.floor(task), abs=0.01)
+    assert measure(zeroed, task.example_input()).nonzero_flops / measure(
+        zeroed, task.example_input()
+    ).flops == pytest.approx(magnitude.floor(task), abs=0.01)
     assert Magnitude(MagnitudeConfig(ratios=[0.25])).knob_values(task) == [0.25]  # asked for: run, ends at the floor
     assert Structured(StructuredConfig(ratios=[0.0625])).knob_values(task) == [0.0625]
 
 
-@pytest.mark.parametrize("setting", ["structured.ratios=0", "structured.ratios=1.5", "magnitude.ratios=-0.1",
-                                     "structured.importance=random", "magnitude.steps=0", "structured.slots=nope"])
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "structured.ratios=0",
+        "structured.ratios=1.5",
+        "magnitude.ratios=-0.1",
+        "structured.importance=random",
+        "magnitude.steps=0",
+        "structured.slots=nope",
+    ],
+)
 def test_bad_knobs_are_rejected_before_training(setting, store_path, capsys):
     assert main(["run", *SMOKE, "--method", "magnitude,structured", "--store", store_path, "--set", setting]) == 2
     err = capsys.readouterr().err.strip()
@@ -146,7 +159,9 @@ def test_bad_knobs_are_rejected_before_training(setting, store_path, capsys):
 class TinyCRNN(nn.Module):
     def __init__(self, conv: int, gru: int):
         super().__init__()
-        self.conv = nn.Sequential(nn.Conv1d(6, conv, 3, padding=1), nn.BatchNorm1d(conv), nn.ReLU(), WidthMask("conv", dim=1))
+        self.conv = nn.Sequential(
+            nn.Conv1d(6, conv, 3, padding=1), nn.BatchNorm1d(conv), nn.ReLU(), WidthMask("conv", dim=1)
+        )
         self.gru, self.gru_mask = nn.GRU(conv, gru, batch_first=True), WidthMask("gru")
         self.head = nn.Linear(gru, 1)
 
@@ -170,7 +185,11 @@ class TinyAttention(nn.Module):
     def forward(self, x):
         x = self.inp_mask(self.inp(x.transpose(1, 2)))
         split = lambda t: t.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)  # noqa: E731
-        a = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x))).transpose(1, 2).flatten(2)
+        a = (
+            F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)))
+            .transpose(1, 2)
+            .flatten(2)
+        )
         x = x + self.out_mask(self.out(a))
         return self.head(x + self.ffn(x)).squeeze(-1)
 
@@ -199,7 +218,9 @@ class ToyTask(Task):
 
     def build_model(self, widths=None):
         w = self.resolve_widths(widths)
-        return TinyCRNN(w["conv"], w["gru"]) if self.family == "crnn" else TinyAttention(w["d"], w["head_dim"], w["ffn"])
+        return (
+            TinyCRNN(w["conv"], w["gru"]) if self.family == "crnn" else TinyAttention(w["d"], w["head_dim"], w["ffn"])
+        )
 
     def recipe(self):
         return TrainRecipe(steps=15, batch_size=16, lr=3e-3)
@@ -239,8 +260,9 @@ def test_structured_prunes_gru_and_attention_slots(family, importance):
 
 def test_slot_layout_sees_gru_gates_and_head_groups():
     crnn, attention = slot_layout(ToyTask("crnn")), slot_layout(ToyTask("attention"))
-    assert [(d.dim, d.groups) for d in crnn["gru.weight_hh_l0"]] == [(1, 1), (0, 3)] or \
-        sorted((d.slot, d.dim, d.groups) for d in crnn["gru.weight_hh_l0"]) == [("gru", 0, 3), ("gru", 1, 1)]
+    assert [(d.dim, d.groups) for d in crnn["gru.weight_hh_l0"]] == [(1, 1), (0, 3)] or sorted(
+        (d.slot, d.dim, d.groups) for d in crnn["gru.weight_hh_l0"]
+    ) == [("gru", 0, 3), ("gru", 1, 1)]
     assert ("head_dim", 0, 2) in [(d.slot, d.dim, d.groups) for d in attention["q.weight"]]
     assert ("head_dim", 1, 2) in [(d.slot, d.dim, d.groups) for d in attention["out.weight"]]
 
@@ -253,7 +275,9 @@ def test_magnitude_prunes_gru_weights_to_plain_zeros():
     assert cx.flops == measure(task.build_model(), task.example_input()).flops
     assert abs(cx.nonzero_flops / cx.flops / 0.25 - 1) <= 0.10
     gru = cand.model.gru
-    assert isinstance(gru.weight_hh_l0, nn.Parameter) and (gru.weight_hh_l0 == 0).any() and (gru.weight_ih_l0 == 0).any()
+    assert (
+        isinstance(gru.weight_hh_l0, nn.Parameter) and (gru.weight_hh_l0 == 0).any() and (gru.weight_ih_l0 == 0).any()
+    )
     assert torch.isfinite(cand.model(task.example_input())).all()
 
 
@@ -303,7 +327,9 @@ def test_torch_pruning_surgery_equals_slot_consolidation(name, overrides):
     expected, expected_widths = consolidate(task, model, keep)
     graph = dependency_graph(model, task.example_input())
     groups = slot_groups(graph, model, layout, widths, list(widths))
-    assert {grp.slot for grp in groups} == set(widths)  # every slot is a torch-pruning group, GRU and mel bands included
+    assert {grp.slot for grp in groups} == set(
+        widths
+    )  # every slot is a torch-pruning group, GRU and mel bands included
     for grp in groups:
         prune_features(graph, grp, sorted(set(range(widths[grp.slot])) - set(keep[grp.slot].tolist())))
     pruned, pruned_widths = as_task_model(task, model, layout)
@@ -317,13 +343,45 @@ def test_torch_pruning_surgery_equals_slot_consolidation(name, overrides):
         assert model.gru.hidden_size == pruned.gru.hidden_size == expected_widths["gru"] < widths["gru"]
 
 
-@pytest.mark.parametrize("name,family,shrinks,importance", [("vad", "crnn", "gru", "magnitude"), ("vad", "transformer", "head_dim", "magnitude"),
-                                                             ("antispoof", "", "stage4", "taylor")])
+@pytest.mark.parametrize(
+    "name,family,shrinks,importance",
+    [
+        ("vad", "crnn", "gru", "magnitude"),
+        ("vad", "transformer", "head_dim", "magnitude"),
+        ("antispoof", "", "stage4", "taylor"),
+    ],
+)
 def test_structured_on_speech_models_runs_reloads_and_scores(name, family, shrinks, importance, store_path):
-    settings = [*([f"task.model={family}"] if family else []), "train.steps=2", "method.ratios=0.25", "method.steps=1",
-                "method.step_finetune=0", f"method.importance={importance}"]
-    assert main(["run", "--task", name, "--method", "structured", "--scale", "smoke", "--quiet", "--seed", "0", "--threads", "1",
-                 "--store", store_path, *[a for s in settings for a in ("--set", s)]]) == 0
+    settings = [
+        *([f"task.model={family}"] if family else []),
+        "train.steps=2",
+        "method.ratios=0.25",
+        "method.steps=1",
+        "method.step_finetune=0",
+        f"method.importance={importance}",
+    ]
+    assert (
+        main(
+            [
+                "run",
+                "--task",
+                name,
+                "--method",
+                "structured",
+                "--scale",
+                "smoke",
+                "--quiet",
+                "--seed",
+                "0",
+                "--threads",
+                "1",
+                "--store",
+                store_path,
+                *[a for s in settings for a in ("--set", s)],
+            ]
+        )
+        == 0
+    )
     store = ResultStore(store_path)
     (row,) = store.rows()
     task = make_task(name, {"model": family} if family else {})

@@ -1,9 +1,9 @@
 """The tasks' training recipes: one per scale and model family."""
-import pytest
 
-from bench.registry import get_task_class
+import pytest
 from conftest import task_variants
 
+from bench.registry import get_task_class
 
 VARIANTS = task_variants()
 
@@ -15,4 +15,3 @@ def test_every_scale_and_family_has_a_recipe_that_grows_with_the_scale(name, ove
     steps = [r.steps for r in recipes]
     assert steps == sorted(steps) and steps[0] >= 1
     assert all(r.lr > 0 and r.batch_size >= 1 for r in recipes)
-

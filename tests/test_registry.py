@@ -1,19 +1,23 @@
 """The registries list exactly the plug-in modules that exist, and every entry works."""
+
 import dataclasses
 
 import pytest
 import torch
+from conftest import make_task, task_variants
 
 from bench import registry
 from bench.cli import main
 from bench.complexity import measure
-from conftest import make_task, task_variants
 
 
-@pytest.mark.parametrize("package,names,get", [
-    ("tasks", registry.task_names, registry.get_task_class),
-    ("methods", registry.method_names, registry.get_method_class),
-])
+@pytest.mark.parametrize(
+    "package,names,get",
+    [
+        ("tasks", registry.task_names, registry.get_task_class),
+        ("methods", registry.method_names, registry.get_method_class),
+    ],
+)
 def test_registries_list_exactly_the_modules_present(package, names, get):
     # Each plug-in module registers exactly one name: nothing unregistered, nothing extra.
     modules = [get(name).__module__ for name in names()]
@@ -42,7 +46,7 @@ def test_list_command_prints_every_task_and_method(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     for name in registry.task_names() + registry.method_names():
-        line = next(l for l in out.splitlines() if l.split()[:1] == [name])
+        line = next(text for text in out.splitlines() if text.split()[:1] == [name])
         assert len(line.split()) > 1, f"{name} has no description"
 
 
@@ -80,7 +84,7 @@ def test_every_slot_is_marked_by_width_masks_that_act_on_its_features(name, over
     with torch.no_grad():
         dense = model(example)
         seen = {}
-        for slot, slot_masks in masks.items():
+        for slot_masks in masks.values():
             for mask in slot_masks:
                 mask.transform = lambda x, m: seen.setdefault(m.slot, x.shape[m.dim]) and x * 0
         zeroed = model(example)

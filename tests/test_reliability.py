@@ -1,4 +1,5 @@
 """Faults and bad input: diverged training, bad recipes, read-only commands, one-line errors."""
+
 import pytest
 import torch
 
@@ -30,17 +31,20 @@ def test_non_finite_weights_fail_the_run_even_at_a_chance_level_error():
         check_converged(task, model, 0.5, "dense")
 
 
-@pytest.mark.parametrize("setting,message", [
-    ("train.steps=-5", "steps must be >= 1, got -5"),
-    ("train.steps=0", "steps must be >= 1"),
-    ("train.batch_size=0", "batch_size must be >= 1"),
-    ("train.lr=nan", "lr must be a finite number > 0, got nan"),
-    ("train.lr=-1", "lr must be a finite number > 0"),
-    ("train.lr=inf", "lr must be a finite number > 0"),
-    ("train.weight_decay=-5", "weight_decay must be a finite number >= 0"),
-    ("train.grad_clip=-1", "grad_clip must be a finite number >= 0"),
-    ("train.eval_batch_size=8", "unknown setting train.eval_batch_size"),
-])
+@pytest.mark.parametrize(
+    "setting,message",
+    [
+        ("train.steps=-5", "steps must be >= 1, got -5"),
+        ("train.steps=0", "steps must be >= 1"),
+        ("train.batch_size=0", "batch_size must be >= 1"),
+        ("train.lr=nan", "lr must be a finite number > 0, got nan"),
+        ("train.lr=-1", "lr must be a finite number > 0"),
+        ("train.lr=inf", "lr must be a finite number > 0"),
+        ("train.weight_decay=-5", "weight_decay must be a finite number >= 0"),
+        ("train.grad_clip=-1", "grad_clip must be a finite number >= 0"),
+        ("train.eval_batch_size=8", "unknown setting train.eval_batch_size"),
+    ],
+)
 def test_bad_training_recipes_are_one_line_and_exit_2_before_any_training(setting, message, store_path, capsys):
     assert main(["run", *SMOKE, "--method", "baseline", "--set", setting, "--store", store_path]) == 2
     err = capsys.readouterr().err.strip()
@@ -69,6 +73,7 @@ def test_results_and_report_leave_a_read_only_store_unchanged(store_path, tmp_pa
     db = store_dir / "results.db"
     ResultStore(store_path).engine.dispose()
     import sqlite3
+
     with sqlite3.connect(store_path) as src, sqlite3.connect(db) as dst:  # a consolidated copy, no WAL files
         src.backup(dst)
     db.chmod(0o444)
@@ -86,6 +91,7 @@ def test_results_and_report_leave_a_read_only_store_unchanged(store_path, tmp_pa
 
 def test_a_foreign_sqlite_file_is_refused_and_left_unchanged(tmp_path, capsys):
     import sqlite3
+
     foreign = tmp_path / "notes.db"
     with sqlite3.connect(foreign) as conn:
         conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
@@ -105,6 +111,7 @@ def test_an_older_schema_store_is_one_line_before_any_training(tmp_path, capsys,
     import sqlite3
 
     import bench.training
+
     old = tmp_path / "old.db"
     ResultStore(str(old)).engine.dispose()
     with sqlite3.connect(old) as conn:  # the results table as it was before the budget columns
@@ -141,20 +148,39 @@ def test_reports_of_stores_in_one_folder_go_to_their_own_folders(tmp_path, capsy
 
 def test_an_unwritable_models_dir_is_found_before_training(store_path, tmp_path, capsys, monkeypatch):
     import bench.training
+
     (tmp_path / "afile").write_text("")  # a folder under a file cannot be made, even by root
     monkeypatch.setattr(bench.training, "train", lambda *a, **k: pytest.fail("trained with nowhere to save"))
-    assert main(["run", *SMOKE, "--method", "baseline", "--seed", "0", "--store", store_path,
-                 "--models-dir", str(tmp_path / "afile" / "models")]) == 2
+    assert (
+        main(
+            [
+                "run",
+                *SMOKE,
+                "--method",
+                "baseline",
+                "--seed",
+                "0",
+                "--store",
+                store_path,
+                "--models-dir",
+                str(tmp_path / "afile" / "models"),
+            ]
+        )
+        == 2
+    )
     assert "cannot create models folder" in capsys.readouterr().err
 
 
 # --- one line, not a traceback ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("argv,message", [
-    (["sweep", *SMOKE, "--method", "baseline", "--num-cpus", "-1"], "--num-cpus must be >= 1"),
-    (["sweep", *SMOKE, "--method", "baseline", "--num-cpus", "0"], "--num-cpus must be >= 1"),
-    (["profile", "--task", "synthetic", "--widths", "hidden=abc"], "bad --widths 'hidden=abc'"),
-    (["run", *SMOKE, "--method", "optuna", "--seed", "-1"], "seeds must be whole numbers >= 0, got -1"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["sweep", *SMOKE, "--method", "baseline", "--num-cpus", "-1"], "--num-cpus must be >= 1"),
+        (["sweep", *SMOKE, "--method", "baseline", "--num-cpus", "0"], "--num-cpus must be >= 1"),
+        (["profile", "--task", "synthetic", "--widths", "hidden=abc"], "bad --widths 'hidden=abc'"),
+        (["run", *SMOKE, "--method", "optuna", "--seed", "-1"], "seeds must be whole numbers >= 0, got -1"),
+    ],
+)
 def test_bad_command_values_are_one_line_and_exit_2(argv, message, store_path, capsys):
     assert main([*argv, "--store", store_path] if argv[0] != "profile" else argv) == 2
     err = capsys.readouterr().err.strip()
@@ -165,8 +191,25 @@ def test_bad_command_values_are_one_line_and_exit_2(argv, message, store_path, c
 def test_an_unwritable_data_cache_is_one_line_before_any_run(jobs, store_path, tmp_path, capsys, monkeypatch):
     (tmp_path / "afile").write_text("")
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "afile" / "cache"))
-    argv = ["run", "--task", "vad", "--method", "baseline", "--seed", "0", "1", "--scale", "smoke", "--quiet",
-            "--set", "task.model=crnn", "--jobs", jobs, "--store", store_path]
+    argv = [
+        "run",
+        "--task",
+        "vad",
+        "--method",
+        "baseline",
+        "--seed",
+        "0",
+        "1",
+        "--scale",
+        "smoke",
+        "--quiet",
+        "--set",
+        "task.model=crnn",
+        "--jobs",
+        jobs,
+        "--store",
+        store_path,
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "cannot build the data of task vad" in err and "set BENCH_CACHE to a writable folder" in err
@@ -187,8 +230,22 @@ def test_large_seeds_give_the_optuna_sampler_a_valid_seed():
 def test_a_bonafide_dir_with_no_usable_recording_is_one_line_and_exit_2(content, store_path, tmp_path, capsys):
     (tmp_path / "rec").mkdir()
     (tmp_path / "rec" / "a.wav").write_bytes(content)
-    argv = ["run", "--task", "antispoof", "--method", "baseline", "--seed", "0", "--scale", "smoke", "--quiet",
-            "--set", f"task.bonafide_dir={tmp_path / 'rec'}", "--store", store_path]
+    argv = [
+        "run",
+        "--task",
+        "antispoof",
+        "--method",
+        "baseline",
+        "--seed",
+        "0",
+        "--scale",
+        "smoke",
+        "--quiet",
+        "--set",
+        f"task.bonafide_dir={tmp_path / 'rec'}",
+        "--store",
+        store_path,
+    ]
     with pytest.warns(UserWarning, match="skipping recorded bona fide file"):
         assert main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -203,6 +260,7 @@ def test_a_killed_writers_temporary_file_is_removed_and_models_are_readable_by_o
     import stat
 
     from bench.checkpoint import atomic_save
+
     host = socket.gethostname().replace(".", "-")
     stale = tmp_path / f".candidate0.pt.{host}.{2**22 + 77}.abc.tmp"  # its writer (no such pid) was killed mid-save
     stale.write_bytes(b"x" * 100)
@@ -218,7 +276,24 @@ def test_a_killed_writers_temporary_file_is_removed_and_models_are_readable_by_o
 
 
 def test_without_a_terminal_each_finished_run_is_one_line(store_path, capsys):
-    assert main(["run", "--task", "synthetic", "--scale", "smoke", "--method", "baseline", "--seed", "0", "1",
-                 "--store", store_path]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--task",
+                "synthetic",
+                "--scale",
+                "smoke",
+                "--method",
+                "baseline",
+                "--seed",
+                "0",
+                "1",
+                "--store",
+                store_path,
+            ]
+        )
+        == 0
+    )
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[")]
     assert len(lines) == 2 and lines[0].startswith("[1/2] synthetic/baseline seed 0 ") and lines[1].endswith(": done")

@@ -1,5 +1,6 @@
 """The report from a store filled with known rows: fronts, hypervolumes and iso-quality
 figures against hand-computed values; files, failed rows, references and the CLI."""
+
 import csv
 import json
 import math
@@ -18,18 +19,55 @@ MACHINE = {"hostname": "box", "processor": "x86_64", "cpu_count": 2}
 
 
 # What tasks declare of their metrics, stored with each row (reports read it from there).
-METRIC_INFO = {"nmse": {"name": "nmse", "label": "NMSE", "chance": 1.0, "iso_tolerance": 0.005, "breakdowns": "output"},
-               "eer": {"name": "eer", "label": "EER (%)", "chance": 50.0, "iso_tolerance": 0.5, "breakdowns": "SNR range"}}
+METRIC_INFO = {
+    "nmse": {"name": "nmse", "label": "NMSE", "chance": 1.0, "iso_tolerance": 0.005, "breakdowns": "output"},
+    "eer": {"name": "eer", "label": "EER (%)", "chance": 50.0, "iso_tolerance": 0.5, "breakdowns": "SNR range"},
+}
 
 
-def _row(task, method, seed, label, flops, error, *, metric="nmse", unit="FLOPs per example", family=None, nonzero=None, **extra):
+def _row(
+    task,
+    method,
+    seed,
+    label,
+    flops,
+    error,
+    *,
+    metric="nmse",
+    unit="FLOPs per example",
+    family=None,
+    nonzero=None,
+    **extra,
+):
     extra.setdefault("info", {"dense": True} if label == "dense" else {})
-    return {"metric_info": METRIC_INFO[metric], "task": task, "method": method, "seed": seed, "config_hash": "h", "scale": "smoke", "label": label, "status": "ok",
-            "widths": {"hidden": 8}, "params": 10, "flops": flops, "nonzero_flops": flops if nonzero is None else nonzero,
-            "flops_unit": unit, "uncounted_ops": [], "metric": metric, "error": error, "breakdowns": {}, "secondary": {},
-            "train_seconds": 1.0, "search_seconds": 1.0, "latency_ms": 0.1,
-            "task_config": {"name": task, **({"model": family} if family else {})}, "versions": VERSIONS, "git_rev": "abc123",
-            "machine": MACHINE, **extra}
+    return {
+        "metric_info": METRIC_INFO[metric],
+        "task": task,
+        "method": method,
+        "seed": seed,
+        "config_hash": "h",
+        "scale": "smoke",
+        "label": label,
+        "status": "ok",
+        "widths": {"hidden": 8},
+        "params": 10,
+        "flops": flops,
+        "nonzero_flops": flops if nonzero is None else nonzero,
+        "flops_unit": unit,
+        "uncounted_ops": [],
+        "metric": metric,
+        "error": error,
+        "breakdowns": {},
+        "secondary": {},
+        "train_seconds": 1.0,
+        "search_seconds": 1.0,
+        "latency_ms": 0.1,
+        "task_config": {"name": task, **({"model": family} if family else {})},
+        "versions": VERSIONS,
+        "git_rev": "abc123",
+        "machine": MACHINE,
+        **extra,
+    }
 
 
 def _put(store, rows, status="ok", reason=None):
@@ -51,26 +89,63 @@ def known_store(tmp_path_factory):
     path = tmp_path_factory.mktemp("rep") / "results.db"
     store = ResultStore(str(path))
     syn = [
-        _row("synthetic", "baseline", 0, "dense", 10000, 0.10), _row("synthetic", "baseline", 1, "dense", 10000, 0.12),
+        _row("synthetic", "baseline", 0, "dense", 10000, 0.10),
+        _row("synthetic", "baseline", 1, "dense", 10000, 0.12),
         # alpha, seed 0: (2000, .3) is dominated by (1000, .2); seed 1 has two points.
-        *[_row("synthetic", "alpha", 0, f"k={f}", f, e, search_seconds=s) for f, e, s in [(100, .5, 10), (1000, .2, 20), (2000, .3, 30), (5000, .104, 40)]],
-        *[_row("synthetic", "alpha", 1, f"k={f}", f, e, search_seconds=s) for f, e, s in [(1000, .25, 5), (2500, .124, 7)]],
+        *[
+            _row("synthetic", "alpha", 0, f"k={f}", f, e, search_seconds=s)
+            for f, e, s in [(100, 0.5, 10), (1000, 0.2, 20), (2000, 0.3, 30), (5000, 0.104, 40)]
+        ],
+        *[
+            _row("synthetic", "alpha", 1, f"k={f}", f, e, search_seconds=s)
+            for f, e, s in [(1000, 0.25, 5), (2500, 0.124, 7)]
+        ],
         # unstructured sparsity: counted FLOPs stay dense, non-zero FLOPs are 5x fewer
         _row("synthetic", "magnitude", 0, "sparsity=0.8", 10000, 0.103, nonzero=2000),
     ]
     vad = [
         _row("vad", "baseline", 0, "dense", 1e6, 5.0, metric="eer", unit="FLOP/s", family="crnn", breakdowns=SNR),
-        _row("vad", "beta", 0, "b=0.25", 2.5e5, 5.4, metric="eer", unit="FLOP/s", family="crnn",
-             breakdowns={k: v + 1 for k, v in SNR.items()}, info={"width_trajectory": {"mels": [[0, 80], [10, 60], [20, 41]]}}),
+        _row(
+            "vad",
+            "beta",
+            0,
+            "b=0.25",
+            2.5e5,
+            5.4,
+            metric="eer",
+            unit="FLOP/s",
+            family="crnn",
+            breakdowns={k: v + 1 for k, v in SNR.items()},
+            info={"width_trajectory": {"mels": [[0, 80], [10, 60], [20, 41]]}},
+        ),
         _row("vad", "beta", 0, "b=0.1", 1e5, 8.0, metric="eer", unit="FLOP/s", family="crnn", breakdowns=SNR),
-        _row("vad", "webrtcvad", 0, "mode=3", 0.0, 20.0, metric="eer", unit="FLOP/s", family="crnn",
-             uncounted_ops=["smallspeech::webrtcvad"], info={"reference": True}),
+        _row(
+            "vad",
+            "webrtcvad",
+            0,
+            "mode=3",
+            0.0,
+            20.0,
+            metric="eer",
+            unit="FLOP/s",
+            family="crnn",
+            uncounted_ops=["smallspeech::webrtcvad"],
+            info={"reference": True},
+        ),
         _row("vad", "baseline", 0, "dense", 4e6, 4.0, metric="eer", unit="FLOP/s", family="transformer"),
     ]
     _put(store, syn + vad)
-    failed = {k: v for k, v in _row("vad", "beta", 1, "b=0.25", None, None, family="crnn").items()
-              if k in ("task", "method", "seed", "label", "task_config", "config_hash")}
-    _put(store, [{**failed, "status": "failed", "reason": "FloatingPointError: NaN loss"}], "failed", "FloatingPointError: NaN loss")
+    failed = {
+        k: v
+        for k, v in _row("vad", "beta", 1, "b=0.25", None, None, family="crnn").items()
+        if k in ("task", "method", "seed", "label", "task_config", "config_hash")
+    }
+    _put(
+        store,
+        [{**failed, "status": "failed", "reason": "FloatingPointError: NaN loss"}],
+        "failed",
+        "FloatingPointError: NaN loss",
+    )
     report = build_report(store, path.parent / "report")
     return store, report
 
@@ -88,14 +163,18 @@ def test_groups_split_by_task_and_model_family_with_their_dense_models(known_sto
     assert groups["synthetic"].dense_flops == 10000 and groups["synthetic"].dense_error == {0: 0.10, 1: 0.12}
     assert groups["vad/crnn"].dense_flops == 1e6 and groups["vad/transformer"].dense_flops == 4e6
     assert (groups["vad/crnn"].ref_error, groups["vad/crnn"].tolerance) == (50.0, 0.5)
-    assert groups["vad/crnn"].uncounted_ops == [] and groups["vad/crnn"].reference_uncounted == ["smallspeech::webrtcvad"]
+    assert groups["vad/crnn"].uncounted_ops == [] and groups["vad/crnn"].reference_uncounted == [
+        "smallspeech::webrtcvad"
+    ]
 
 
 def test_fronts_match_hand_computed(known_store):
     _, report = known_store
     fronts = pd.read_csv(report.out_dir / "fronts.csv")
     alpha0 = fronts[(fronts["method"] == "alpha") & (fronts["seed"] == 0)]
-    assert alpha0["flops"].tolist() == [100, 1000, 5000] and alpha0["error"].tolist() == pytest.approx([0.5, 0.2, 0.104])
+    assert alpha0["flops"].tolist() == [100, 1000, 5000] and alpha0["error"].tolist() == pytest.approx(
+        [0.5, 0.2, 0.104]
+    )
     beta = fronts[fronts["method"] == "beta"]
     assert beta["flops"].tolist() == [1e5, 2.5e5] and beta["label"].tolist() == ["b=0.1", "b=0.25"]
 
@@ -125,7 +204,11 @@ def test_iso_quality_reductions_match_hand_computed(known_store):
     # seed 0: dense .10 + .005 admits (5000, .104) -> 2x; seed 1: dense .12 admits (2500, .124) -> 4x
     assert (alpha["iso_reduction_mean"], alpha["iso_reduction_lo"]) == pytest.approx((3.0, 3.0 - 12.706))
     mag = _board_row(report, "synthetic", "magnitude")
-    assert mag["iso_reduction_mean"] == 1.0 and mag["iso_reduction_nonzero_mean"] == pytest.approx(5.0) and mag["nonzero_flops_differ"]
+    assert (
+        mag["iso_reduction_mean"] == 1.0
+        and mag["iso_reduction_nonzero_mean"] == pytest.approx(5.0)
+        and mag["nonzero_flops_differ"]
+    )
     assert _board_row(report, "vad/crnn", "beta")["iso_reduction_mean"] == pytest.approx(4.0)  # 5.4 <= 5.0 + 0.5
     # search cost per seed: sum over runs (one per setting) -> seed 0: 10+20+30+40, seed 1: 5+7
     assert alpha["search_seconds_mean"] == pytest.approx((100 + 12) / 2)
@@ -135,7 +218,9 @@ def test_leaderboard_has_one_row_per_task_family_method_with_references_and_fail
     store, report = known_store
     board = report.board
     df = lb.load_frame(store)
-    assert sorted(zip(board["task"], board["family"], board["method"])) == sorted(set(zip(df["task"], df["family"], df["method"])))
+    assert sorted(zip(board["task"], board["family"], board["method"])) == sorted(
+        set(zip(df["task"], df["family"], df["method"]))
+    )
     assert board.loc[board["method"] == "webrtcvad", "kind"].tolist() == ["reference"]
     assert board[board["group"] == "vad/crnn"]["method"].tolist()[-1] == "webrtcvad"  # references sort last
     beta = _board_row(report, "vad/crnn", "beta")
@@ -148,10 +233,21 @@ def test_report_files_and_html_content(known_store):
     _, report = known_store
     out = report.out_dir
     names = {p.name for p in report.figures}
-    assert names == {"synthetic_tradeoff.png", "vad-crnn_tradeoff.png", "vad-transformer_tradeoff.png", "vad-crnn_breakdown.png", "vad-crnn_widths.png"}
+    assert names == {
+        "synthetic_tradeoff.png",
+        "vad-crnn_tradeoff.png",
+        "vad-transformer_tradeoff.png",
+        "vad-crnn_breakdown.png",
+        "vad-crnn_widths.png",
+    }
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in report.figures)
     md = (out / "leaderboard.md").read_text()
-    assert "| synthetic | - | alpha |" in md and "3.00 ± 12.71x" in md and "5.00x; hypervolume 0.3135 *" in md and "webrtcvad [reference]" in md
+    assert (
+        "| synthetic | - | alpha |" in md
+        and "3.00 ± 12.71x" in md
+        and "5.00x; hypervolume 0.3135 *" in md
+        and "webrtcvad [reference]" in md
+    )
     assert "NaN loss" in md
     page = report.html_path.read_text()
     assert page.count('src="data:image/png;base64,') == 5 and "http://" not in page and "https://" not in page
@@ -210,8 +306,16 @@ def test_browser_check_catches_a_script_error(known_store, tmp_path):
 
 def test_a_group_whose_every_run_failed_is_listed_not_dropped(tmp_path):
     store = ResultStore(str(tmp_path / "results.db"))
-    bad = {"task": "synthetic", "method": "baseline", "seed": 0, "config_hash": "h", "label": "dense", "status": "failed",
-           "reason": "NonFiniteLossError: loss is nan", "task_config": {"name": "synthetic"}}
+    bad = {
+        "task": "synthetic",
+        "method": "baseline",
+        "seed": 0,
+        "config_hash": "h",
+        "label": "dense",
+        "status": "failed",
+        "reason": "NonFiniteLossError: loss is nan",
+        "task_config": {"name": "synthetic"},
+    }
     _put(store, [bad], "failed", bad["reason"])
     report = build_report(store)
     assert report.html_path == tmp_path / "report" / "leaderboard.html"

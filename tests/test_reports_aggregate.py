@@ -1,4 +1,5 @@
 """Pure aggregation functions on hand-made points, against values worked out by hand."""
+
 import math
 
 import numpy as np
@@ -17,7 +18,9 @@ def test_pareto_front_keeps_non_dominated_points_cheapest_first():
 
 def test_normalise_maps_decades_of_reduction_and_chance_level_error_to_the_unit_square():
     u, v = agg.normalise([10000, 1000, 100, 1, 20000], [0.0, 0.5, 1.0, 2.0, 0.1], dense_flops=10000, ref_error=1.0)
-    assert u.tolist() == pytest.approx([0.0, 0.5, 1.0, 1.0, 0.0])  # 100x fewer is the end; heavier than dense clips to 0
+    assert u.tolist() == pytest.approx(
+        [0.0, 0.5, 1.0, 1.0, 0.0]
+    )  # 100x fewer is the end; heavier than dense clips to 0
     assert v.tolist() == pytest.approx([1.0, 0.5, 0.0, 0.0, 0.9])
 
 

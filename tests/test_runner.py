@@ -1,4 +1,5 @@
 """The run path: train, evaluate, measure, store; resume; failures stored, others go on."""
+
 import json
 import math
 import subprocess
@@ -44,7 +45,9 @@ def test_run_trains_stores_and_reruns_without_training(store_path, capsys, monke
 
 
 def test_saved_candidate_rebuilds_with_one_call_and_scores_the_same(store_path):
-    main(["run", *SMOKE, "--method", "baseline", "--seed", "1", "--set", "method.widths=hidden=8", "--store", store_path])
+    main(
+        ["run", *SMOKE, "--method", "baseline", "--seed", "1", "--set", "method.widths=hidden=8", "--store", store_path]
+    )
     store = ResultStore(store_path)
     row = store.rows()[0]
     model, info = load_candidate(store.models_dir / row["model_path"])
@@ -64,11 +67,45 @@ def test_interrupted_run_is_redone_and_finished_ones_are_kept(store_path, monkey
         return real_train(task, model, seed, *a, **k)
 
     monkeypatch.setattr(bench.training, "train", interrupt_second_run)
-    assert main(["run", *SMOKE, "--method", "baseline", "--set", "baseline.check_convergence=false", "--seed", "0", "1", "--store", store_path]) == 130
+    assert (
+        main(
+            [
+                "run",
+                *SMOKE,
+                "--method",
+                "baseline",
+                "--set",
+                "baseline.check_convergence=false",
+                "--seed",
+                "0",
+                "1",
+                "--store",
+                store_path,
+            ]
+        )
+        == 130
+    )
     store = ResultStore(store_path)
     assert [r["seed"] for r in store.rows()] == [0]  # the killed run left no half-written row
     monkeypatch.setattr(bench.training, "train", real_train)
-    assert main(["run", *SMOKE, "--method", "baseline", "--set", "baseline.check_convergence=false", "--seed", "0", "1", "--store", store_path]) == 0
+    assert (
+        main(
+            [
+                "run",
+                *SMOKE,
+                "--method",
+                "baseline",
+                "--set",
+                "baseline.check_convergence=false",
+                "--seed",
+                "0",
+                "1",
+                "--store",
+                store_path,
+            ]
+        )
+        == 0
+    )
     assert sorted(r["seed"] for r in store.rows()) == [0, 1]
 
 
@@ -101,16 +138,22 @@ def test_a_failing_method_does_not_stop_the_others(store_path, monkeypatch):
     assert "broken" not in {r["method"] for r in ResultStore(store_path).rows()}
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["run", "--task", "nope"], f"unknown task 'nope'; choose from: {', '.join(registry.task_names())} (or all)"),
-    (["run", "--task", "synthetic", "--method", "nope"], f"unknown method 'nope'; choose from: {', '.join(registry.method_names())} (or all)"),
-    (["run", "--task", "synthetic", "--set", "task.nope=1"], "unknown setting task.nope"),
-    (["run", "--task", "synthetic", "--set", "train.steps=many"], "bad value 'many' for steps"),
-    (["run", "--task", "synthetic", "--set", "method.widths=hidden=0"], "must be an integer in [1, 64]"),
-    (["run", "--task", "synthetic", "--set", "method.widths=nope=3"], "unknown width slot 'nope'"),
-    (["run", "--task", "synthetic", "--set", "task.teacher_width=0"], "teacher_width must be >= 1"),
-    (["profile", "--task", "nope"], "unknown task"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["run", "--task", "nope"], f"unknown task 'nope'; choose from: {', '.join(registry.task_names())} (or all)"),
+        (
+            ["run", "--task", "synthetic", "--method", "nope"],
+            f"unknown method 'nope'; choose from: {', '.join(registry.method_names())} (or all)",
+        ),
+        (["run", "--task", "synthetic", "--set", "task.nope=1"], "unknown setting task.nope"),
+        (["run", "--task", "synthetic", "--set", "train.steps=many"], "bad value 'many' for steps"),
+        (["run", "--task", "synthetic", "--set", "method.widths=hidden=0"], "must be an integer in [1, 64]"),
+        (["run", "--task", "synthetic", "--set", "method.widths=nope=3"], "unknown width slot 'nope'"),
+        (["run", "--task", "synthetic", "--set", "task.teacher_width=0"], "teacher_width must be >= 1"),
+        (["profile", "--task", "nope"], "unknown task"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_code_2(argv, message, store_path, capsys):
     assert main([*argv, "--store", store_path] if argv[0] == "run" else argv) == 2
     err = capsys.readouterr().err.strip()
@@ -125,9 +168,24 @@ def test_unwritable_store_is_a_clear_error(tmp_path, capsys):
 
 
 def test_results_json_and_csv(store_path, capsys):
-    main(["run", *SMOKE, "--method", "baseline", "--set", "baseline.check_convergence=false", "--seed", "0", "--store", store_path])
+    main(
+        [
+            "run",
+            *SMOKE,
+            "--method",
+            "baseline",
+            "--set",
+            "baseline.check_convergence=false",
+            "--seed",
+            "0",
+            "--store",
+            store_path,
+        ]
+    )
     capsys.readouterr()
-    assert main(["results", "--format", "json", "--task", "synthetic", "--method", "baseline", "--store", store_path]) == 0
+    assert (
+        main(["results", "--format", "json", "--task", "synthetic", "--method", "baseline", "--store", store_path]) == 0
+    )
     (row,) = json.loads(capsys.readouterr().out)
     for key in ("task", "method", "seed", "status", "widths", "params", "flops", "error", "breakdowns", "metric"):
         assert key in row
@@ -137,8 +195,40 @@ def test_results_json_and_csv(store_path, capsys):
 
 
 def test_task_setting_changes_the_run_key(store_path):
-    main(["run", *SMOKE, "--method", "baseline", "--set", "baseline.check_convergence=false", "--seed", "0", "--set", "train.steps=50", "--store", store_path])
-    main(["run", *SMOKE, "--method", "baseline", "--set", "baseline.check_convergence=false", "--seed", "0", "--set", "train.steps=50", "--set", "task.teacher_width=24", "--store", store_path])
+    main(
+        [
+            "run",
+            *SMOKE,
+            "--method",
+            "baseline",
+            "--set",
+            "baseline.check_convergence=false",
+            "--seed",
+            "0",
+            "--set",
+            "train.steps=50",
+            "--store",
+            store_path,
+        ]
+    )
+    main(
+        [
+            "run",
+            *SMOKE,
+            "--method",
+            "baseline",
+            "--set",
+            "baseline.check_convergence=false",
+            "--seed",
+            "0",
+            "--set",
+            "train.steps=50",
+            "--set",
+            "task.teacher_width=24",
+            "--store",
+            store_path,
+        ]
+    )
     rows = ResultStore(store_path).rows()
     assert len({r["config_hash"] for r in rows}) == 2
     assert [r["task_config"]["teacher_width"] for r in rows] == [12, 24]
@@ -201,15 +291,29 @@ def test_a_task_with_several_model_families_runs_each_unless_one_is_chosen():
 
 
 def test_parallel_jobs_store_the_same_rows_as_one_process(tmp_path, capsys):
-    grid = ["--method", "baseline", "magnitude", "--seed", "0", "1", "--set", "magnitude.ratios=0.5", "--set", "train.steps=200",
-            "--set", "baseline.check_convergence=false"]
+    grid = [
+        "--method",
+        "baseline",
+        "magnitude",
+        "--seed",
+        "0",
+        "1",
+        "--set",
+        "magnitude.ratios=0.5",
+        "--set",
+        "train.steps=200",
+        "--set",
+        "baseline.check_convergence=false",
+    ]
     serial, parallel = str(tmp_path / "serial.db"), str(tmp_path / "parallel.db")
     assert main(["run", *SMOKE, *grid, "--store", serial, "--jobs", "1"]) == 0
     assert main(["run", *SMOKE, *grid, "--store", parallel, "--jobs", "2"]) == 0
     assert "4 run(s) done" in capsys.readouterr().out
 
     def metrics(path):
-        return sorted((r["method"], r["seed"], r["label"], r["error"], r["nonzero_flops"]) for r in ResultStore(path).rows())
+        return sorted(
+            (r["method"], r["seed"], r["label"], r["error"], r["nonzero_flops"]) for r in ResultStore(path).rows()
+        )
 
     assert metrics(serial) == metrics(parallel)
     # per seed, the baseline's dense model and pruning's pre-trained one were each trained once and saved
@@ -224,15 +328,22 @@ def test_a_second_pruning_run_loads_the_saved_dense_model(store_path, monkeypatc
     pretrain._CACHE.clear()  # as in a new process: only the file is left
     trained = []
     real_train = bench.training.train
-    monkeypatch.setattr(bench.training, "train", lambda *a, desc="", **k: trained.append(desc) or real_train(*a, desc=desc, **k))
+    monkeypatch.setattr(
+        bench.training, "train", lambda *a, desc="", **k: trained.append(desc) or real_train(*a, desc=desc, **k)
+    )
     assert main(["run", *SMOKE, *grid, "--set", "magnitude.ratios=0.25", "--store", store_path]) == 0
     assert trained and not any("dense training" in d for d in trained)
     first, second = sorted(ResultStore(store_path).rows(), key=lambda r: -r["target_ratio"])
     assert first["search_seconds"] - first["train_seconds"] >= 0 and second["search_seconds"] > second["train_seconds"]
 
 
-@pytest.mark.parametrize("argv,message", [(["--jobs", "0"], "--jobs (or BENCH_JOBS) must be >= 1, got 0"),
-                                          (["--threads", "0"], "--threads must be >= 1, got 0")])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--jobs", "0"], "--jobs (or BENCH_JOBS) must be >= 1, got 0"),
+        (["--threads", "0"], "--threads must be >= 1, got 0"),
+    ],
+)
 def test_bad_jobs_or_threads_is_one_line(argv, message, store_path, capsys):
     assert main(["run", *SMOKE, "--method", "baseline", *argv, "--store", store_path]) == 2
     assert message in capsys.readouterr().err
@@ -245,10 +356,14 @@ def test_batch_indexed_loader_gives_the_same_batches_and_reshuffles_each_epoch()
     from bench.training import _forever, _loader
     from tasks.speech.datasets import AudioDataset
 
-    datasets = [TensorDataset(torch.randn(20, 3), torch.randn(20)),
-                AudioDataset(np.arange(20 * 6, dtype=np.int16).reshape(20, 6), np.arange(20, dtype=np.float32))]
+    datasets = [
+        TensorDataset(torch.randn(20, 3), torch.randn(20)),
+        AudioDataset(np.arange(20 * 6, dtype=np.int16).reshape(20, 6), np.arange(20, dtype=np.float32)),
+    ]
     for ds in datasets:
-        item_by_item = DataLoader(ds, batch_size=4, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(3))
+        item_by_item = DataLoader(
+            ds, batch_size=4, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(3)
+        )
         batched = _loader(ds, 4, torch.Generator().manual_seed(3))
         assert batched.batch_size is None  # indexed once per batch
         for x, y in zip(item_by_item, batched):
@@ -263,7 +378,9 @@ def test_both_pruning_methods_start_from_one_pre_trained_model_of_half_the_budge
     grid = ["--seed", "0", "--set", "train.steps=100", "--store", store_path]
     trained = []
     real_train = bench.training.train
-    monkeypatch.setattr(bench.training, "train", lambda *a, desc="", **k: trained.append(desc) or real_train(*a, desc=desc, **k))
+    monkeypatch.setattr(
+        bench.training, "train", lambda *a, desc="", **k: trained.append(desc) or real_train(*a, desc=desc, **k)
+    )
     assert main(["run", *SMOKE, "--method", "magnitude", "--set", "magnitude.ratios=0.5", *grid]) == 0
     assert [d for d in trained if "dense training" in d] == ["synthetic dense training (50 steps)"]
     trained.clear()
@@ -271,6 +388,7 @@ def test_both_pruning_methods_start_from_one_pre_trained_model_of_half_the_budge
     assert not any("dense training" in d for d in trained)  # loaded, not trained again
     for row in ResultStore(store_path).rows():
         assert row["train_steps"] == 100 and row["info"]["budget_split"]["pretrain"] == 50
+
 
 def test_parallel_jobs_start_the_searches_first_then_the_rest_in_plan_order(store_path, monkeypatch):
     """An Optuna run trains many models: submitted last, it would leave one core idle at the end."""
@@ -294,7 +412,9 @@ def test_parallel_jobs_start_the_searches_first_then_the_rest_in_plan_order(stor
             pass
 
     monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Recording)
-    specs = plan_runs(["synthetic"], ["baseline", "noise_injection", "structured", "optuna"], seeds=[0, 1], scale="smoke")
+    specs = plan_runs(
+        ["synthetic"], ["baseline", "noise_injection", "structured", "optuna"], seeds=[0, 1], scale="smoke"
+    )
     assert specs[0].method == "baseline"  # planned in the order asked
     run_all(specs, ResultStore(store_path), progress=False, jobs=2)
     methods = [s.method for s in submitted]
@@ -310,7 +430,24 @@ def test_a_reference_runs_once_per_seed_whatever_the_family_and_keeps_no_model_f
     specs = plan_runs(["vad"], ["webrtcvad", "baseline"], [0, 1], "smoke")
     assert sorted((s.method, s.seed) for s in specs if s.method == "webrtcvad") == [("webrtcvad", 0), ("webrtcvad", 1)]
     assert len([s for s in specs if s.method == "baseline"]) == 4  # a model per family and seed
-    assert main(["run", "--task", "vad", "--method", "webrtcvad", "--seed", "0", "--scale", "smoke", "--quiet",
-                 "--store", store_path]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--task",
+                "vad",
+                "--method",
+                "webrtcvad",
+                "--seed",
+                "0",
+                "--scale",
+                "smoke",
+                "--quiet",
+                "--store",
+                store_path,
+            ]
+        )
+        == 0
+    )
     (row,) = ResultStore(store_path).rows()
     assert row["info"]["reference"] and row["model_path"] is None and row["status"] == "ok"

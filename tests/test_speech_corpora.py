@@ -1,4 +1,5 @@
 """Real-corpus loaders on tiny fixtures in the published layouts, and bad-input cases."""
+
 import warnings
 from pathlib import Path
 
@@ -36,7 +37,10 @@ def make_vctk(root: Path, version: str = "0.92", speakers=("p225", "p226", "p227
             for name in names:
                 sf.write(folder / name, _tone(1.0, 48000, 150 + 20 * k + i, start=0.2), 48000)
             (txt / f"{spk}_{i:03d}.txt").write_text("Please call Stella.\n")
-        info.write_text("ID  AGE  GENDER  ACCENTS  REGION COMMENTS\n" + "".join(f"{s if version == '0.92' else s[1:]}  23  F    English    Southern  England\n" for s in speakers))
+        info.write_text(
+            "ID  AGE  GENDER  ACCENTS  REGION COMMENTS\n"
+            + "".join(f"{s if version == '0.92' else s[1:]}  23  F    English    Southern  England\n" for s in speakers)
+        )
 
 
 def make_esc50(root: Path, bad_header: bool = False) -> None:
@@ -85,7 +89,9 @@ def test_vctk_loader_finds_speakers_in_both_layouts(tmp_path, version):
     speakers = corpora.vctk_speakers(tmp_path)
     assert sorted(speakers) == ["p225", "p226", "p227", "p228", "p229", "p230"]
     assert all(len(files) == 2 for files in speakers.values())  # mic1 only in 0.92
-    assert all(p.name.endswith("_mic1.flac" if version == "0.92" else ".wav") for files in speakers.values() for p in files)
+    assert all(
+        p.name.endswith("_mic1.flac" if version == "0.92" else ".wav") for files in speakers.values() for p in files
+    )
     x = corpora.read_audio(speakers["p225"][0], 48000)
     assert x.dtype == np.float32 and abs(x.size - 16000) <= 1  # resampled 48 -> 16 kHz
     splits = [set(corpora.split_speakers(list(speakers), s)) for s in ("train", "val", "test")]
@@ -183,13 +189,45 @@ def test_antispoof_task_on_asvspoof_fixture_with_a_corrupt_file(tmp_path, cache_
 
 
 def test_cli_reports_a_missing_data_root_in_one_line_with_exit_2(tmp_path, capsys, cache_env):
-    code = main(["run", "--task", "antispoof", "--method", "baseline", "--scale", "smoke", "--seed", "0",
-                 "--set", "task.source=asvspoof2019", "--data-root", str(tmp_path), "--store", str(tmp_path / "r.db")])
+    code = main(
+        [
+            "run",
+            "--task",
+            "antispoof",
+            "--method",
+            "baseline",
+            "--scale",
+            "smoke",
+            "--seed",
+            "0",
+            "--set",
+            "task.source=asvspoof2019",
+            "--data-root",
+            str(tmp_path),
+            "--store",
+            str(tmp_path / "r.db"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "ASVspoof2019.LA.cm.train.trn.txt" in err
-    code = main(["run", "--task", "vad", "--method", "baseline", "--scale", "smoke", "--seed", "0",
-                 "--set", "task.source=vctk+esc50", "--store", str(tmp_path / "r.db")])
+    code = main(
+        [
+            "run",
+            "--task",
+            "vad",
+            "--method",
+            "baseline",
+            "--scale",
+            "smoke",
+            "--seed",
+            "0",
+            "--set",
+            "task.source=vctk+esc50",
+            "--store",
+            str(tmp_path / "r.db"),
+        ]
+    )
     assert code == 2 and "needs --data-root" in capsys.readouterr().err
 
 
@@ -207,7 +245,9 @@ def test_a_missing_noise_directory_is_a_config_error(tmp_path):
 
 
 # --- a user's own recordings as bona fide speech (antispoof) -------------------------------
-def make_recordings(root: Path, speakers=("spk1", "spk2", "spk3", "spk4", "spk5"), corrupt_in: str | None = "spk1") -> Path:
+def make_recordings(
+    root: Path, speakers=("spk1", "spk2", "spk3", "spk4", "spk5"), corrupt_in: str | None = "spk1"
+) -> Path:
     """Sub-folder per speaker, two 22.05 kHz takes each, and one corrupt file in `corrupt_in`."""
     for k, spk in enumerate(speakers):
         (root / spk).mkdir(parents=True)
@@ -236,8 +276,23 @@ def test_recording_groups_are_speakers_or_loose_files_and_bad_folders_are_one_li
 
 def test_cli_names_an_empty_bonafide_dir_in_one_line_with_exit_2(tmp_path, capsys, cache_env):
     (tmp_path / "empty").mkdir()
-    code = main(["run", "--task", "antispoof", "--method", "baseline", "--scale", "smoke", "--seed", "0",
-                 "--set", f"task.bonafide_dir={tmp_path / 'empty'}", "--store", str(tmp_path / "r.db")])
+    code = main(
+        [
+            "run",
+            "--task",
+            "antispoof",
+            "--method",
+            "baseline",
+            "--scale",
+            "smoke",
+            "--seed",
+            "0",
+            "--set",
+            f"task.bonafide_dir={tmp_path / 'empty'}",
+            "--store",
+            str(tmp_path / "r.db"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and str(tmp_path / "empty") in err
 
@@ -255,8 +310,12 @@ def test_antispoof_mixes_recorded_bona_fide_and_its_spoofs_disjoint_by_speaker(t
     config = AntispoofConfig(bonafide_dir=str(recs), seen_attacks=["lpc"], unseen_attacks=["world_shift"])
     task = AntispoofTask(config, scale="smoke")
     # speakers (sorted) 1 -> test, 2 -> val, 3-5 -> train; at most half of a split recorded
-    chosen = {s: task._recordings(s, tasks.antispoof._SIZES["smoke"][i]) for i, s in enumerate(("train", "val", "test"))}
-    assert {p.parent.name for p, _ in chosen["test"]} == {"spk1"} and {p.parent.name for p, _ in chosen["val"]} == {"spk2"}
+    chosen = {
+        s: task._recordings(s, tasks.antispoof._SIZES["smoke"][i]) for i, s in enumerate(("train", "val", "test"))
+    }
+    assert {p.parent.name for p, _ in chosen["test"]} == {"spk1"} and {p.parent.name for p, _ in chosen["val"]} == {
+        "spk2"
+    }
     assert {p.parent.name for p, _ in chosen["train"]} <= {"spk3", "spk4", "spk5"} and len(chosen["train"]) == 2
     assert len(chosen["test"]) == 3 and len(chosen["val"]) == 1  # test: all of spk1's, the corrupt one too
     with pytest.warns(UserWarning, match="skipping recorded bona fide file: .*take3.flac: unreadable"):
@@ -292,7 +351,9 @@ def test_antispoof_takes_recorded_bona_fide_from_vctk_by_speaker(tmp_path, cache
     task = AntispoofTask(config, scale="smoke", data_root=tmp_path)
     picked = {s: task._recordings(s, 4) for s in ("train", "val", "test")}
     # corpora.split_speakers: sorted speakers 0 and 5 -> test, 1 -> val, the rest train
-    assert {p.parent.name for p, _ in picked["test"]} <= {"p225", "p230"} and {p.parent.name for p, _ in picked["val"]} == {"p226"}
+    assert {p.parent.name for p, _ in picked["test"]} <= {"p225", "p230"} and {
+        p.parent.name for p, _ in picked["val"]
+    } == {"p226"}
     assert {p.parent.name for p, _ in picked["train"]} <= {"p227", "p228", "p229"} and len(picked["train"]) == 2
     assert all(sr == 48000 and p.name.endswith("_mic1.flac") for files in picked.values() for p, sr in files)
     d = task.data("test")  # 1 synthetic + 1 VCTK utterance, each bona fide + lpc + mlsa

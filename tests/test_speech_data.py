@@ -1,4 +1,5 @@
 """Generated speech data: labels, SNR, determinism, splits and the on-disk cache."""
+
 import json
 
 import numpy as np
@@ -204,14 +205,14 @@ with wave.open(out, "wb") as w:
     w.setnchannels(1); w.setsampwidth(2); w.setframerate(sr)
     w.writeframes(struct.pack("<%dh" % len(samples), *samples))
 '''
-_FAKE_FESTIVAL = '''#!{python}
+_FAKE_FESTIVAL = """#!{python}
 import sys
 if "--version" in sys.argv:
     print("festival: Festival Speech Synthesis System: 2.5.0:release December 2017")
 elif "--pipe" in sys.argv and "voice.list" in sys.stdin.read():
     print("(kal_diphone rab_diphone)")
-'''
-_FAKE_TEXT2WAVE = '''#!{python}
+"""
+_FAKE_TEXT2WAVE = """#!{python}
 import struct, sys, wave
 text = sys.stdin.read()
 out = sys.argv[sys.argv.index("-o") + 1]
@@ -219,7 +220,7 @@ samples = [int(5000 * ((i // 40) % 2 * 2 - 1)) for i in range(1600 * len(text.sp
 with wave.open(out, "wb") as w:
     w.setnchannels(1); w.setsampwidth(2); w.setframerate(16000)
     w.writeframes(struct.pack("<%dh" % len(samples), *samples))
-'''
+"""
 
 
 def _fake_tts(bin_dir, monkeypatch, flite: bool = True, festival: bool = False):
@@ -227,7 +228,9 @@ def _fake_tts(bin_dir, monkeypatch, flite: bool = True, festival: bool = False):
     import sys
 
     bin_dir.mkdir(exist_ok=True)
-    scripts = ({"flite": _FAKE_FLITE} if flite else {}) | ({"festival": _FAKE_FESTIVAL, "text2wave": _FAKE_TEXT2WAVE} if festival else {})
+    scripts = ({"flite": _FAKE_FLITE} if flite else {}) | (
+        {"festival": _FAKE_FESTIVAL, "text2wave": _FAKE_TEXT2WAVE} if festival else {}
+    )
     for name, text in scripts.items():
         (bin_dir / name).write_text(text.replace("{python}", sys.executable))
         (bin_dir / name).chmod(0o755)
@@ -261,7 +264,9 @@ def test_without_flite_or_festival_the_pool_is_espeak_only_and_settings_unchange
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no engine found
     assert synthesis.installed_voices() == [] and synthesis.voice_settings([]) == {}
     rng, again = np.random.default_rng(5), np.random.default_rng(5)
-    assert [synthesis.random_voice(rng, "train", []) for _ in range(20)] == [synthesis.random_voice(again, "train") for _ in range(20)]
+    assert [synthesis.random_voice(rng, "train", []) for _ in range(20)] == [
+        synthesis.random_voice(again, "train") for _ in range(20)
+    ]
     for task in (AntispoofTask(scale="smoke"), VadTask(scale="smoke")):
         settings = _task_settings(task, "test")
         assert not {"engines", "external_voices", "recorded"} & set(settings)  # so existing caches stay valid
@@ -276,7 +281,11 @@ def test_a_fake_flite_on_path_adds_its_voices_split_by_speaker(tmp_path, monkeyp
     pools = {s: synthesis.external_pool(s, voices) for s in ("train", "val", "test")}
     assert sorted(v for pool in pools.values() for v in pool) == voices
     speakers = {s: {synthesis.voice_speaker(v) for _, v in pool} for s, pool in pools.items()}
-    assert all(speakers.values()) and not (speakers["train"] & speakers["test"]) and not (speakers["val"] & speakers["test"])
+    assert (
+        all(speakers.values())
+        and not (speakers["train"] & speakers["test"])
+        and not (speakers["val"] & speakers["test"])
+    )
     assert all((("flite", "kal") in pool) == (("flite", "kal16") in pool) for pool in pools.values())  # one speaker
     settings = synthesis.voice_settings(voices)
     assert settings["engines"] == ["espeak-ng", "flite"] and settings["engine_versions"] == {"flite": "2.2"}
@@ -333,7 +342,9 @@ def test_generated_data_use_flite_voices_and_their_cache_key_differs(tmp_path, m
     assert not np.array_equal(b["audio"], espeak_only["audio"])
     for task in (AntispoofTask(scale="smoke"), VadTask(scale="smoke")):
         with_flite = _task_settings(task, "train")
-        assert with_flite["engines"] == ["espeak-ng", "flite"] and with_flite["external_voices"] == [list(v) for v in voices]
+        assert with_flite["engines"] == ["espeak-ng", "flite"] and with_flite["external_voices"] == [
+            list(v) for v in voices
+        ]
         monkeypatch.setenv("PATH", str(tmp_path))
         assert cache.settings_hash(_task_settings(task, "train")) != cache.settings_hash(with_flite)
         monkeypatch.setenv("PATH", str(bin_dir))

@@ -1,4 +1,5 @@
 """EER and AUC on constructed scores whose answers are known."""
+
 import numpy as np
 import pytest
 

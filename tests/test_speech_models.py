@@ -1,6 +1,7 @@
 """The speech models keep the width conventions: zeroing a slot's trailing features with its
 masks gives exactly the model built at the smaller width with sliced weights, and the
 front ends, output shapes and FLOP counts are what the tasks promise."""
+
 import pytest
 import torch
 
@@ -42,18 +43,27 @@ def _zero_trailing(model, kept: dict) -> None:
                         p[:, k:] = 0
     for slot, masks in width_masks(model).items():
         for mask in masks:
+
             def keep(x, m, k=kept[slot]):
                 shape = [1] * x.dim()
                 shape[m.dim] = x.shape[m.dim]
                 return x * (torch.arange(x.shape[m.dim]) < k).view(shape).to(x.dtype)
+
             mask.transform = keep
 
 
-@pytest.mark.parametrize("task,kept", [
-    (VadTask(VadConfig(model="crnn"), scale="smoke"), {"n_mels": 50, "conv1": 41, "conv2": 30, "gru": 23, "head": 17}),
-    (VadTask(VadConfig(model="transformer"), scale="smoke"), {"n_mels": 50, "head_dim": 13, "ffn": 97}),
-    (AntispoofTask(AntispoofConfig(), scale="smoke"), {"stage1": 5, "stage2": 11, "stage3": 19, "stage4": 37}),
-], ids=["crnn", "transformer", "resnet"])
+@pytest.mark.parametrize(
+    "task,kept",
+    [
+        (
+            VadTask(VadConfig(model="crnn"), scale="smoke"),
+            {"n_mels": 50, "conv1": 41, "conv2": 30, "gru": 23, "head": 17},
+        ),
+        (VadTask(VadConfig(model="transformer"), scale="smoke"), {"n_mels": 50, "head_dim": 13, "ffn": 97}),
+        (AntispoofTask(AntispoofConfig(), scale="smoke"), {"stage1": 5, "stage2": 11, "stage3": 19, "stage4": 37}),
+    ],
+    ids=["crnn", "transformer", "resnet"],
+)
 def test_zeroing_trailing_features_equals_the_sliced_smaller_model(task, kept):
     torch.manual_seed(0)
     full = task.width_slots()

@@ -1,5 +1,6 @@
 """The vad and antispoof tasks end to end at scale smoke: CLI runs store EER with its
 breakdowns, evaluation is wired to the right labels, the webrtcvad reference row."""
+
 import numpy as np
 import pytest
 import torch
@@ -78,15 +79,38 @@ def test_antispoof_training_pairs_each_spoof_with_the_bona_fide_clip_it_was_made
     assert other.pairs.tolist() == [[1, 0], [2, 3], [4, 0], [5, 3]]
 
 
-@pytest.mark.parametrize("task,settings", [
-    ("vad", ["--set", "task.model=crnn"]),
-    ("vad", ["--set", "task.model=transformer"]),
-    ("antispoof", []),
-])
+@pytest.mark.parametrize(
+    "task,settings",
+    [
+        ("vad", ["--set", "task.model=crnn"]),
+        ("vad", ["--set", "task.model=transformer"]),
+        ("antispoof", []),
+    ],
+)
 def test_cli_smoke_run_stores_eer_breakdowns_and_a_reloadable_model(task, settings, tmp_path, shared_cache):
     store = str(tmp_path / "r.db")
-    assert main(["run", "--task", task, "--method", "baseline", "--scale", "smoke", "--seed", "0", "--store", store,
-                 "--threads", "1", "--quiet", *settings]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--task",
+                task,
+                "--method",
+                "baseline",
+                "--scale",
+                "smoke",
+                "--seed",
+                "0",
+                "--store",
+                store,
+                "--threads",
+                "1",
+                "--quiet",
+                *settings,
+            ]
+        )
+        == 0
+    )
     (row,) = ResultStore(store).rows(task=task)
     assert row["status"] == "ok" and row["metric"] == "eer" and 0 <= row["error"] <= 100
     assert row["flops_unit"].startswith("FLOP/s") and row["flops"] > 1e6 and row["uncounted_ops"] == []
@@ -102,7 +126,25 @@ def test_cli_smoke_run_stores_eer_breakdowns_and_a_reloadable_model(task, settin
 
 def test_webrtcvad_reference_row_is_marked_and_applies_only_to_vad(tmp_path, shared_cache):
     store = str(tmp_path / "r.db")
-    assert main(["run", "--task", "vad", "--method", "webrtcvad", "--scale", "smoke", "--seed", "0", "--store", store, "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--task",
+                "vad",
+                "--method",
+                "webrtcvad",
+                "--scale",
+                "smoke",
+                "--seed",
+                "0",
+                "--store",
+                store,
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     rows = ResultStore(store).rows(task="vad")  # one per model family, so each group shows the reference
     assert sorted(r["task_config"]["model"] for r in rows) == sorted(VadTask.model_families)
     for row in rows:

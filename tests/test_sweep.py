@@ -1,4 +1,5 @@
 """Ray Tune sweeps write the same rows as serial runs; the store takes concurrent writers."""
+
 import multiprocessing as mp
 import time
 
@@ -9,8 +10,13 @@ from bench.runner import plan_runs, run_all
 from bench.store import ResultStore
 from bench.sweep import SweepError, check_address, sweep
 
-GRID = dict(tasks=["synthetic"], methods=["baseline"], seeds=[0, 1, 2, 3], scale="smoke",
-            settings=["method.widths=hidden=8", "train.steps=150"])
+GRID = dict(
+    tasks=["synthetic"],
+    methods=["baseline"],
+    seeds=[0, 1, 2, 3],
+    scale="smoke",
+    settings=["method.widths=hidden=8", "train.steps=150"],
+)
 
 
 @pytest.fixture
@@ -22,7 +28,10 @@ def ray_local():
 
 
 def _metrics(store):
-    return sorted((r["run_key"], r["seed"], r["widths"]["hidden"], r["flops"], r["params"], round(r["error"], 6)) for r in store.rows())
+    return sorted(
+        (r["run_key"], r["seed"], r["widths"]["hidden"], r["flops"], r["params"], round(r["error"], 6))
+        for r in store.rows()
+    )
 
 
 def _worker_pids():
@@ -67,7 +76,16 @@ def _writer(path: str, worker: int, runs: int) -> None:
     for i in range(runs):
         key = f"w{worker}/r{i}"
         store.start_run(key, "t", "m", "h", i)
-        store.finish_run(key, [{"task": "t", "method": "m", "seed": i, "config_hash": "h", "status": "ok", "candidate": c} for c in range(2)], "ok", None, 0.0)
+        store.finish_run(
+            key,
+            [
+                {"task": "t", "method": "m", "seed": i, "config_hash": "h", "status": "ok", "candidate": c}
+                for c in range(2)
+            ],
+            "ok",
+            None,
+            0.0,
+        )
 
 
 def test_concurrent_writers_to_one_sqlite_store_lose_no_row(tmp_path):
@@ -84,12 +102,15 @@ def test_concurrent_writers_to_one_sqlite_store_lose_no_row(tmp_path):
     assert len({r["run_key"] for r in store.rows()}) == 60
 
 
-@pytest.mark.parametrize("address,message", [
-    ("127.0.0.1:1", "cannot reach a Ray cluster at 127.0.0.1:1"),
-    ("ray://127.0.0.1:1", "cannot reach a Ray cluster"),
-    ("nonsense", "bad --address 'nonsense'"),
-    ("host:port", "bad --address"),
-])
+@pytest.mark.parametrize(
+    "address,message",
+    [
+        ("127.0.0.1:1", "cannot reach a Ray cluster at 127.0.0.1:1"),
+        ("ray://127.0.0.1:1", "cannot reach a Ray cluster"),
+        ("nonsense", "bad --address 'nonsense'"),
+        ("host:port", "bad --address"),
+    ],
+)
 def test_bad_or_unreachable_addresses_fail_within_seconds(address, message):
     start = time.perf_counter()
     with pytest.raises(SweepError, match=message):
@@ -100,7 +121,23 @@ def test_bad_or_unreachable_addresses_fail_within_seconds(address, message):
 def test_sweep_command_reports_an_unreachable_cluster_in_one_line(tmp_path, capsys):
     from bench.cli import main
 
-    assert main(["sweep", "--task", "synthetic", "--method", "baseline", "--scale", "smoke",
-                 "--address", "127.0.0.1:1", "--store", str(tmp_path / "r.db")]) == 2
+    assert (
+        main(
+            [
+                "sweep",
+                "--task",
+                "synthetic",
+                "--method",
+                "baseline",
+                "--scale",
+                "smoke",
+                "--address",
+                "127.0.0.1:1",
+                "--store",
+                str(tmp_path / "r.db"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("bench sweep: error: cannot reach a Ray cluster")

@@ -1,6 +1,7 @@
 """An optuna run in a Ray Tune sweep: the search's trials are Tune trials driven by Ray Tune's
 OptunaSearch on the method's own study; the store gets the Pareto front; a restarted sweep
 redoes no completed trial."""
+
 import pytest
 import torch
 
@@ -8,7 +9,6 @@ import bench.sweep as sweep_module
 from bench.runner import plan_runs, run_all
 from bench.store import ResultStore
 from bench.sweep import sweep
-from bench.training import seed_everything
 from methods.base import RunContext
 from methods.optuna_search import USER_ATTRS, complete_trials, open_study, run_trial
 
@@ -45,7 +45,9 @@ def test_an_optuna_search_runs_as_tune_trials_and_resumes(tmp_path, ray_local):
         assert len(t.values) == 2
     rows = store.rows(run_key=spec.run_key)
     assert rows and all(r["status"] == "ok" for r in rows) and store.run_status(spec.run_key) == "ok"
-    assert all(r["info"]["trials_complete"] == 4 and r["info"]["trials_this_process"] == 0 for r in rows)  # execute trained nothing
+    assert all(
+        r["info"]["trials_complete"] == 4 and r["info"]["trials_this_process"] == 0 for r in rows
+    )  # execute trained nothing
     flops = [r["flops"] for r in rows]
     assert flops == sorted(flops) and all((store.models_dir / r["model_path"]).exists() for r in rows)
     total = sum(t.user_attrs["train_seconds"] for t in trials)
@@ -57,11 +59,25 @@ def test_an_optuna_search_runs_as_tune_trials_and_resumes(tmp_path, ray_local):
 
 
 def _rows(store):
-    return sorted((r["task"], r["method"], r["seed"], r["label"], tuple(r["widths"].values()), r["flops"], r["params"],
-                   round(r["error"], 6), r["info"].get("val_error")) for r in store.rows())
+    return sorted(
+        (
+            r["task"],
+            r["method"],
+            r["seed"],
+            r["label"],
+            tuple(r["widths"].values()),
+            r["flops"],
+            r["params"],
+            round(r["error"], 6),
+            r["info"].get("val_error"),
+        )
+        for r in store.rows()
+    )
 
 
-@pytest.mark.parametrize("task,extra", [("synthetic", ["train.steps=40"]), ("vad", ["task.model=crnn", "train.steps=6"])])
+@pytest.mark.parametrize(
+    "task,extra", [("synthetic", ["train.steps=40"]), ("vad", ["task.model=crnn", "train.steps=6"])]
+)
 def test_a_sweep_stores_what_a_serial_run_stores_optuna_included(task, extra, tmp_path, ray_local):
     """Both call one objective; the full-width trial is the dense model the baseline shares."""
     specs = plan_runs([task], ["baseline", "optuna"], [0], "smoke", ["method.trials=3", "method.population=2", *extra])

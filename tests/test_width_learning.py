@@ -1,12 +1,13 @@
 """Width learners: their optimiser group, noise once per slot, gates that saturate, presets."""
+
 import math
 
 import pytest
 import torch
+from conftest import make_task
 
 from bench.cli import main
 from bench.training import SCHEDULES
-from conftest import make_task
 from methods.dynamic.flops_model import FlopsModel
 from methods.dynamic.layout import consolidate, unmask_weights
 from methods.dynamic.presets import preset_slots
@@ -78,14 +79,23 @@ def test_the_boundary_feature_carries_one_noise_draw_at_every_mask_of_the_slot()
     assert not torch.allclose(again[0], shared[0], atol=1e-2)
 
 
-@pytest.mark.parametrize("name,overrides,method,preset,slots,ties", [
-    ("vad", {"model": "crnn"}, "noise_injection", "paper", ["n_mels"], []),
-    ("vad", {"model": "transformer"}, "noise_injection", "paper", ["n_mels", "head_dim", "ffn"],
-     [["n_mels", "head_dim", "ffn"]]),
-    ("vad", {"model": "transformer"}, "stochastic_gates", "paper", ["n_mels"], []),
-    ("antispoof", {}, "noise_injection", "paper", ["stage1", "stage2", "stage3", "stage4"], []),
-    ("antispoof", {}, "stochastic_gates", "paper_stage3", ["stage3"], []),
-])
+@pytest.mark.parametrize(
+    "name,overrides,method,preset,slots,ties",
+    [
+        ("vad", {"model": "crnn"}, "noise_injection", "paper", ["n_mels"], []),
+        (
+            "vad",
+            {"model": "transformer"},
+            "noise_injection",
+            "paper",
+            ["n_mels", "head_dim", "ffn"],
+            [["n_mels", "head_dim", "ffn"]],
+        ),
+        ("vad", {"model": "transformer"}, "stochastic_gates", "paper", ["n_mels"], []),
+        ("antispoof", {}, "noise_injection", "paper", ["stage1", "stage2", "stage3", "stage4"], []),
+        ("antispoof", {}, "stochastic_gates", "paper_stage3", ["stage3"], []),
+    ],
+)
 def test_presets_make_the_papers_slots_dynamic(name, overrides, method, preset, slots, ties):
     from bench.registry import get_method_class
 
@@ -123,15 +133,51 @@ def test_a_tied_preset_consolidates_to_what_the_dynamic_model_computes():
 
 
 def test_a_preset_the_task_lacks_is_one_line_and_exit_2(store_path, capsys):
-    assert main(["run", "--task", "vad", "--method", "noise_injection", "--scale", "smoke", "--store", store_path,
-                 "--set", "task.model=crnn", "--set", "method.preset=paper_stage1"]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "--task",
+                "vad",
+                "--method",
+                "noise_injection",
+                "--scale",
+                "smoke",
+                "--store",
+                store_path,
+                "--set",
+                "task.model=crnn",
+                "--set",
+                "method.preset=paper_stage1",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no preset 'paper_stage1' for task vad (crnn); presets: paper" in err[0]
 
 
 def test_targets_and_a_kappa_min_grid_are_exclusive(store_path, capsys):
-    assert main(["run", "--task", "synthetic", "--method", "noise_injection", "--scale", "smoke", "--store", store_path,
-                 "--set", "method.target=0.5", "--set", "method.kappa_min=0.5"]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "--task",
+                "synthetic",
+                "--method",
+                "noise_injection",
+                "--scale",
+                "smoke",
+                "--store",
+                store_path,
+                "--set",
+                "method.target=0.5",
+                "--set",
+                "method.kappa_min=0.5",
+            ]
+        )
+        == 2
+    )
     assert "set either target" in capsys.readouterr().err
 
 

@@ -4,9 +4,11 @@ prepare (full model, masks bound) → train with the method's hooks (extra loss 
 cost) → consolidate (a plain model at the learned widths). Subclasses supply a controller:
 the `TrainingHooks` that owns the width parameters and transforms each slot's features.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,8 +39,9 @@ class WidthController(TrainingHooks):
 
     span = 1.0  # range a width parameter has to be able to cross (kappa: 0..1)
 
-    def __init__(self, task, slots: list[str], flops: FlopsModel, config: Any, target: float | None = None,
-                 steps: int = 120):
+    def __init__(
+        self, task, slots: list[str], flops: FlopsModel, config: Any, target: float | None = None, steps: int = 120
+    ):
         self.task, self.slots, self.flops, self.config = task, slots, flops, config
         self.target, self.steps = target, steps
         self.full = task.width_slots()
@@ -81,9 +84,16 @@ class WidthController(TrainingHooks):
         # Own group: no weight decay (it would pull widths to 0); the rate held for the first
         # half of the recipe (the weights' cosine decay froze the widths long before the cost
         # was balanced), then decayed, so the widths settle on the balance they found.
-        return [{"params": list(model.parameters())},
-                {"params": self.width_parameters(), "lr": self.width_lr, "weight_decay": 0.0,
-                 "schedule": "hold_cosine", "betas": WIDTH_BETAS}]
+        return [
+            {"params": list(model.parameters())},
+            {
+                "params": self.width_parameters(),
+                "lr": self.width_lr,
+                "weight_decay": 0.0,
+                "schedule": "hold_cosine",
+                "betas": WIDTH_BETAS,
+            },
+        ]
 
     def extra_loss(self, model: nn.Module, step: int) -> torch.Tensor:
         return self.cost_weight * self.cost()
@@ -151,8 +161,10 @@ class DynamicWidthMethod(Method):
         floor = self.floor(task)
         for target in self.config.target:
             if target < floor:
-                raise ConfigError(f"{self.name}: target {target} cannot be met on task {task.name}: with one feature "
-                                  f"per dynamic slot the model still costs {floor:.3f} of the dense FLOP/s")
+                raise ConfigError(
+                    f"{self.name}: target {target} cannot be met on task {task.name}: with one feature "
+                    f"per dynamic slot the model still costs {floor:.3f} of the dense FLOP/s"
+                )
 
     def label(self, knob: float) -> str:
         preset = f"preset={self.config.preset} " if self.config.preset else ""

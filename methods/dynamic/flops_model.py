@@ -9,6 +9,7 @@ exactly, and then checked at other settings. So at integer widths the model agre
 `bench.complexity.measure` on the consolidated model by construction, and the check catches
 a task whose cost is not quadratic.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -24,10 +25,10 @@ from bench.config import ConfigError
 class FlopsModel:
     """FLOPs (2 x MACs per example input) of `task`'s model as a polynomial in `slots`' widths."""
 
-    _cache: dict[tuple, "FlopsModel"] = {}
+    _cache: dict[tuple, FlopsModel] = {}
 
     @classmethod
-    def for_task(cls, task, slots: list[str]) -> "FlopsModel":
+    def for_task(cls, task, slots: list[str]) -> FlopsModel:
         """The fitted model of `task` (by name and config) and `slots`, fitted once per process:
         a fit traces the model ~20 times, seconds on the speech tasks, and planning and every
         run of a method ask for the same one. The fit builds models, which draws from torch's
@@ -106,7 +107,8 @@ class FlopsModel:
             got = float(self(dict(point)))
             if abs(got - expected) > tolerance * max(expected, 1):
                 raise ConfigError(
-                    f"task {self.task.name}: FLOPs are not quadratic in widths {self.slots} (at {point}: counter {expected}, fit {got:.0f})"
+                    f"task {self.task.name}: FLOPs are not quadratic in widths {self.slots} (at {point}: counter "
+                    f"{expected}, fit {got:.0f})"
                 )
 
     def __call__(self, widths: dict[str, torch.Tensor | float]) -> torch.Tensor:

@@ -7,10 +7,11 @@ layers, 3 gate groups for nn.GRU, 4 for nn.LSTM, `heads` for a multi-head projec
 a task declares its slots once, in `build_model(widths)`, and both consolidation and weight
 masking follow from it.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 from torch import nn
@@ -42,7 +43,10 @@ def slot_layout(task, slots: list[str] | None = None) -> dict[str, list[SlotDim]
                     continue
                 groups = big - small
                 if big != groups * n:
-                    raise ConfigError(f"task {task.name}: {name} dim {dim} has size {big}, not a multiple of slot {slot}'s width {n}; cannot consolidate")
+                    raise ConfigError(
+                        f"task {task.name}: {name} dim {dim} has size {big}, not a multiple of slot {slot}'s width "
+                        f"{n}; cannot consolidate"
+                    )
                 if any(d.dim == dim for d in layout.get(name, [])):
                     raise ConfigError(f"task {task.name}: {name} dim {dim} depends on two slots; cannot consolidate")
                 layout.setdefault(name, []).append(SlotDim(dim, slot, groups))

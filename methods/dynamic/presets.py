@@ -5,6 +5,7 @@ model width of the VAD transformer, which its later layers follow; one or all fo
 stages of the anti-spoofing ResNet. Without a preset, every slot of the task is dynamic
 (this benchmark's extension).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,6 +1,7 @@
 """The counter's FLOPs of a task's model at given widths, memoised per process: methods that
 search widths (pruning's bisection, a search's floor) probe many of the same widths, and
 each count is an fvcore trace."""
+
 from __future__ import annotations
 
 import json
@@ -23,5 +24,3 @@ def flops_at(task, widths: dict[str, int]) -> int:
         with torch.random.fork_rng(devices=[]):  # memoised: leave the run's generator as if never called
             _FLOPS_AT[key] = measure(task.build_model(widths), task.example_input()).flops
     return _FLOPS_AT[key]
-
-

@@ -10,6 +10,7 @@ lock makes a second process wait for the first one's model rather than train its
 Its training time is charged to every run that uses it (search cost), as if each had
 trained it.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -40,7 +41,9 @@ def dense_model(ctx, steps: int | None = None) -> tuple[nn.Module, dict]:
     """The dense model and its training report (seconds, steps, final_loss, loss_curve)."""
     task = ctx.task
     recipe = ctx.recipe if steps is None else replace(ctx.recipe, steps=steps)
-    key = json.dumps([task.name, to_dict(task.config), task.scale, str(task.data_root), to_dict(recipe), ctx.seed], sort_keys=True)
+    key = json.dumps(
+        [task.name, to_dict(task.config), task.scale, str(task.data_root), to_dict(recipe), ctx.seed], sort_keys=True
+    )
     # A forked generator: trained here or found in a cache, the caller's generator is left as it was.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(ctx.seed)
@@ -58,9 +61,15 @@ def _load_or_train(ctx, model: nn.Module, key: str, recipe) -> tuple[nn.Module, 
             found = _read(path, key)
             if found is None:
                 report = ctx.train(model, recipe=recipe, desc=f"{task.name} dense training ({recipe.steps} steps)")
-                found = ({k: v.detach().clone() for k, v in model.state_dict().items()},
-                         {"seconds": report.seconds, "steps": report.steps, "final_loss": report.final_loss,
-                          "loss_curve": report.loss_curve})
+                found = (
+                    {k: v.detach().clone() for k, v in model.state_dict().items()},
+                    {
+                        "seconds": report.seconds,
+                        "steps": report.steps,
+                        "final_loss": report.final_loss,
+                        "loss_curve": report.loss_curve,
+                    },
+                )
                 _write(path, key, *found)
         if len(_CACHE) >= _CACHE_SIZE:
             _CACHE.pop(next(iter(_CACHE)))

@@ -7,9 +7,10 @@ several groups removes the same number from each (one width per slot): its k-th 
 costs the mean over its groups of their k-th smallest score (`slot_costs`). The global
 order of removals ranks those costs over all slots; counts follow from how many go.
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -46,7 +47,9 @@ def removal_order(costs: Mapping[str, torch.Tensor]) -> list[tuple[str, int]]:
     return [(slot, i) for _, _, slot, i in sorted(pairs)]
 
 
-def removal_counts(order: Sequence[tuple[str, int]], sizes: Mapping[str, int], k: int, min_keep: int = 1) -> dict[str, int]:
+def removal_counts(
+    order: Sequence[tuple[str, int]], sizes: Mapping[str, int], k: int, min_keep: int = 1
+) -> dict[str, int]:
     """How many features each slot loses when the first `k` removable pairs of `order` go.
 
     A pair is skipped when its slot is down to `min_keep` features, so every k gives a

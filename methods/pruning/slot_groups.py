@@ -12,10 +12,11 @@ After pruning, the widths are read back from the tensor shapes, and the state di
 loaded into `task.build_model(widths)`: the candidate is the task's own module (what
 `bench.checkpoint.load_candidate` rebuilds), and any inconsistency fails loudly here.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 import torch_pruning as tp
 from torch import nn
@@ -40,15 +41,20 @@ def out_slot(name: str, layout: Mapping[str, Sequence[SlotDim]]) -> str | None:
     """The slot of module `name`'s outputs: dimension 0 of its own weights/buffers, if any."""
     prefix = f"{name}." if name else ""
     for key, dims in layout.items():
-        if key.startswith(prefix) and "." not in key[len(prefix):]:
+        if key.startswith(prefix) and "." not in key[len(prefix) :]:
             for d in dims:
                 if d.dim == 0:
                     return d.slot
     return None
 
 
-def slot_groups(graph: tp.DependencyGraph, model: nn.Module, layout: Mapping[str, Sequence[SlotDim]],
-                widths: Mapping[str, int], slots: Sequence[str]) -> list[SlotGroup]:
+def slot_groups(
+    graph: tp.DependencyGraph,
+    model: nn.Module,
+    layout: Mapping[str, Sequence[SlotDim]],
+    widths: Mapping[str, int],
+    slots: Sequence[str],
+) -> list[SlotGroup]:
     """torch-pruning's groups of `model` that hold features of `slots`, with their slot.
 
     Layers whose outputs are no slot (the classifier's logits) are ignored layers, so no
@@ -65,7 +71,9 @@ def slot_groups(graph: tp.DependencyGraph, model: nn.Module, layout: Mapping[str
             continue
         channels = len(group[0].idxs)
         if channels % widths[slot]:
-            raise RuntimeError(f"group of {names[root]} has {channels} channels, not a multiple of slot {slot}'s width {widths[slot]}")
+            raise RuntimeError(
+                f"group of {names[root]} has {channels} channels, not a multiple of slot {slot}'s width {widths[slot]}"
+            )
         found.append(SlotGroup(slot, group, root, handler, channels // widths[slot]))
     return found
 
@@ -77,14 +85,18 @@ def prune_features(graph: tp.DependencyGraph, group: SlotGroup, features: Sequen
         graph.get_pruning_group(group.root, group.handler, idxs).prune()
 
 
-def widths_from_shapes(state: Mapping, layout: Mapping[str, Sequence[SlotDim]], full: Mapping[str, int]) -> dict[str, int]:
+def widths_from_shapes(
+    state: Mapping, layout: Mapping[str, Sequence[SlotDim]], full: Mapping[str, int]
+) -> dict[str, int]:
     """Each slot's width, read from the tensors that hold it; an error if they disagree."""
     seen: dict[str, set] = {}
     for name, dims in layout.items():
         for d in dims:
             size = state[name].shape[d.dim]
             if size % d.groups:
-                raise RuntimeError(f"pruning left {name} dim {d.dim} at {size}, not {d.groups} equal blocks of slot {d.slot}")
+                raise RuntimeError(
+                    f"pruning left {name} dim {d.dim} at {size}, not {d.groups} equal blocks of slot {d.slot}"
+                )
             seen.setdefault(d.slot, set()).add(size // d.groups)
     bad = {s: sorted(v) for s, v in seen.items() if len(v) > 1}
     if bad:

@@ -1,8 +1,9 @@
 """Reaching a FLOP target: the counter is a monotone function of how much is removed."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 def closest_count(ratio_of: Callable[[int], float], target: float, lo: int, hi: int) -> int:
@@ -54,8 +55,10 @@ def validate_schedule(cfg) -> None:
         raise ValueError(f"step_finetune must be in [0, 1), got {cfg.step_finetune}")
     left = 1 - cfg.pretrain - (cfg.steps - 1) * cfg.step_finetune
     if left <= 0:
-        raise ValueError(f"pretrain + (steps - 1) * step_finetune must stay under 1 (the budget), got {1 - left:.3g}: "
-                         "nothing would be left for fine-tuning at the target")
+        raise ValueError(
+            f"pretrain + (steps - 1) * step_finetune must stay under 1 (the budget), got {1 - left:.3g}: "
+            "nothing would be left for fine-tuning at the target"
+        )
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ def split_budget(cfg, total: int) -> Budget:
     step = max(1, step) if cfg.step_finetune > 0 else 0
     final = total - pretrain - (cfg.steps - 1) * step
     if final < 1:
-        raise ValueError(f"a budget of {total} steps cannot hold pre-training ({pretrain}), {cfg.steps - 1} prune steps of "
-                         f"{step} and fine-tuning; raise train.steps or lower pretrain / step_finetune")
+        raise ValueError(
+            f"a budget of {total} steps cannot hold pre-training ({pretrain}), {cfg.steps - 1} prune steps of "
+            f"{step} and fine-tuning; raise train.steps or lower pretrain / step_finetune"
+        )
     return Budget(pretrain, step, final, total)

@@ -26,10 +26,11 @@ Importance: torch-pruning's group importances score Conv, Linear and norm layers
 classes here add the recurrent weights of a group (magnitude ``|w|^2``, Taylor
 ``|w * dL/dw|``) and leave normalisation to the caller.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 import torch
 import torch_pruning as tp
@@ -123,7 +124,9 @@ def customized_pruners(model: nn.Module) -> dict[type, tp.pruner.function.BasePr
     for m in model.modules():
         if isinstance(m, nn.RNNBase):
             if not RNNPruner.supports(m):
-                raise ValueError(f"structured pruning handles one-layer, one-direction RNNs without projection, not {m}")
+                raise ValueError(
+                    f"structured pruning handles one-layer, one-direction RNNs without projection, not {m}"
+                )
             found.setdefault(type(m), RNNPruner())
         elif isinstance(m, LogMel):
             found.setdefault(type(m), LogMelPruner())
@@ -163,7 +166,9 @@ def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGr
     """torch-pruning's dependency graph of `model`, with the custom pruners registered."""
     custom = customized_pruners(model)
     with _opaque_outputs(model, tuple(custom)), torch.enable_grad():
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example, customized_pruners=custom, verbose=False)
+        return tp.DependencyGraph().build_dependency(
+            model, example_inputs=example, customized_pruners=custom, verbose=False
+        )
 
 
 class _WithRecurrentWeights:

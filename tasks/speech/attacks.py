@@ -8,16 +8,16 @@ an LPC vocoder (pulse/noise excitation through per-frame LPC filters), the WORLD
 mu-law quantisation and background noise at random -- to *both* classes, so bandwidth,
 noise floor or the lowest few tens of Hz cannot give the class away.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from scipy import signal
 
 SR = 16000
 FRAME_PERIOD_MS = 5.0
-
 
 
 def _pyworld():
@@ -28,6 +28,7 @@ def _pyworld():
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
         import pyworld
     return pyworld
+
 
 def _match_level(y: np.ndarray, x: np.ndarray) -> np.ndarray:
     y = np.nan_to_num(y[: x.size], nan=0.0, posinf=0.0, neginf=0.0)

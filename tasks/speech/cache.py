@@ -8,6 +8,7 @@ change builds a new entry and never reuses stale data. Writes are atomic: the en
 built in a temporary folder and renamed into place, so an interrupted build leaves nothing
 that looks finished.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,9 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +58,9 @@ def _load(entry: Path, settings: dict[str, Any]) -> dict[str, np.ndarray] | None
         return None
 
 
-def cached_arrays(kind: str, settings: dict[str, Any], build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def cached_arrays(
+    kind: str, settings: dict[str, Any], build: Callable[[], dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
     """The arrays for `settings`, from the cache or built now (then stored atomically)."""
     entry = entry_dir(kind, settings)
     if entry in _MEMO and (entry / MANIFEST).exists():  # a removed or damaged entry is not trusted

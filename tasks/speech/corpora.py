@@ -13,6 +13,7 @@ A wrong layout or a missing or malformed protocol/metadata file is a setup error
 (unreadable, empty, wrong sample rate, missing) is reported with a warning naming it and
 what was expected, and skipped; if nothing usable is left, that is a `ConfigError`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -97,13 +98,18 @@ def _find(root: Path, names: list[str], what: str, expected: str) -> Path:
 def vctk_speakers(data_root: Path) -> dict[str, list[Path]]:
     """Speaker id -> sorted audio files (0.92: mic1 flac; 0.80: wav)."""
     expected = "VCTK-Corpus-0.92/wav48_silence_trimmed/p225/p225_001_mic1.flac or VCTK-Corpus/wav48/p225/p225_001.wav"
-    for corpus, sub, pattern in (("VCTK-Corpus-0.92", "wav48_silence_trimmed", "*_mic1.flac"), ("VCTK-Corpus", "wav48", "*.wav")):
+    for corpus, sub, pattern in (
+        ("VCTK-Corpus-0.92", "wav48_silence_trimmed", "*_mic1.flac"),
+        ("VCTK-Corpus", "wav48", "*.wav"),
+    ):
         base = data_root / corpus / sub
         if base.is_dir():
             speakers = {d.name: sorted(d.glob(pattern)) for d in sorted(base.iterdir()) if d.is_dir()}
             speakers = {k: v for k, v in speakers.items() if v}
             if not speakers:
-                raise ConfigError(f"VCTK folder {base} has no speaker folders with {pattern} files (expected {expected})")
+                raise ConfigError(
+                    f"VCTK folder {base} has no speaker folders with {pattern} files (expected {expected})"
+                )
             return speakers
     raise ConfigError(f"VCTK not found under {data_root}: expected {expected}")
 
@@ -125,7 +131,9 @@ def esc50_files(data_root: Path, split: str) -> list[Path]:
     base = data_root / "ESC-50-master"
     meta = base / "meta" / "esc50.csv"
     if not meta.is_file():
-        raise ConfigError(f"ESC-50 metadata not found: expected {meta} (ESC-50-master/meta/esc50.csv with audio/ beside meta/)")
+        raise ConfigError(
+            f"ESC-50 metadata not found: expected {meta} (ESC-50-master/meta/esc50.csv with audio/ beside meta/)"
+        )
     with meta.open(newline="") as f:
         rows = list(csv.reader(f))
     if not rows or [h.strip() for h in rows[0]] != ESC50_HEADER:
@@ -133,7 +141,9 @@ def esc50_files(data_root: Path, split: str) -> list[Path]:
     files = []
     for n, row in enumerate(rows[1:], start=2):
         if len(row) != len(ESC50_HEADER) or not row[1].strip().isdigit():
-            raise ConfigError(f"{meta} line {n}: expected 7 fields like 1-100032-A-0.wav,1,0,dog,True,100032,A; got {','.join(row)!r}")
+            raise ConfigError(
+                f"{meta} line {n}: expected 7 fields like 1-100032-A-0.wav,1,0,dog,True,100032,A; got {','.join(row)!r}"
+            )
         if int(row[1]) in ESC50_FOLDS[split]:
             files.append(base / "audio" / row[0])
     return files
@@ -158,8 +168,10 @@ def asvspoof_protocol(data_root: Path, split: str) -> list[ProtocolEntry]:
     part, ext, _ = ASV_PROTOCOLS[split]
     proto = la / "ASVspoof2019_LA_cm_protocols" / f"ASVspoof2019.LA.cm.{part}.{ext}.txt"
     if not proto.is_file():
-        raise ConfigError(f"ASVspoof2019 LA protocol not found: expected {proto} (LA/ASVspoof2019_LA_cm_protocols/; "
-                          f"ASVspoof2019_LA_asv_protocols holds speaker-verification lists, not these)")
+        raise ConfigError(
+            f"ASVspoof2019 LA protocol not found: expected {proto} (LA/ASVspoof2019_LA_cm_protocols/; "
+            f"ASVspoof2019_LA_asv_protocols holds speaker-verification lists, not these)"
+        )
     audio_dir = la / f"ASVspoof2019_LA_{part}" / "flac"
     if not audio_dir.is_dir():
         raise ConfigError(f"ASVspoof2019 LA audio folder not found: expected {audio_dir}")
@@ -169,8 +181,10 @@ def asvspoof_protocol(data_root: Path, split: str) -> list[ProtocolEntry]:
             continue
         fields = line.split()
         if len(fields) != 5 or fields[4] not in ("bonafide", "spoof"):
-            raise ConfigError(f"{proto} line {n}: expected 5 fields 'SPEAKER_ID AUDIO_FILE - SYSTEM_ID KEY' "
-                              f"(KEY bonafide or spoof), e.g. 'LA_0079 LA_T_1271820 - A01 spoof'; got {line.strip()!r}")
+            raise ConfigError(
+                f"{proto} line {n}: expected 5 fields 'SPEAKER_ID AUDIO_FILE - SYSTEM_ID KEY' "
+                f"(KEY bonafide or spoof), e.g. 'LA_0079 LA_T_1271820 - A01 spoof'; got {line.strip()!r}"
+            )
         speaker, utt, _, system, key = fields
         entries.append(ProtocolEntry(speaker, utt, system, key == "bonafide", audio_dir / f"{utt}.flac"))
     if not entries:

@@ -1,4 +1,5 @@
 """Torch views of cached arrays, and batched inference for evaluation."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -7,6 +7,7 @@ with ``center=True``: `n // 160 + 1` frames for `n` samples, the framing of
 The filterbank / DCT matrices are persistent buffers, so a model rebuilt from a state dict
 (e.g. a consolidated one keeping the first mel bands) uses exactly the stored filters.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,6 +48,7 @@ def spread_order(n: int) -> list[int]:
     by the van der Corput sequence (0, 1/2, 1/4, 3/4, ...) of each band's position. A model
     that keeps its first K bands then keeps K bands from the lowest to the highest
     frequency, not the lowest K."""
+
     def radical_inverse(i: int) -> float:
         out, scale = 0.0, 0.5
         while i:
@@ -61,7 +63,7 @@ def spread_order(n: int) -> list[int]:
     return order + [b for b in range(n) if b not in order]
 
 
-def spread_bands(logmel: "LogMel") -> None:
+def spread_bands(logmel: LogMel) -> None:
     """Reorder `logmel`'s filterbank rows by `spread_order` (in place)."""
     with torch.no_grad():
         logmel.filters.copy_(logmel.filters[spread_order(logmel.filters.shape[0])])
@@ -72,8 +74,14 @@ def power(spec: torch.Tensor) -> torch.Tensor:
     return spec.real.square() + spec.imag.square()
 
 
-def stft_power(wave: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor, bins: int | list[int] | None = None,
-               center: bool = True) -> torch.Tensor:
+def stft_power(
+    wave: torch.Tensor,
+    n_fft: int,
+    hop: int,
+    window: torch.Tensor,
+    bins: int | list[int] | None = None,
+    center: bool = True,
+) -> torch.Tensor:
     """|STFT|^2 of the first `bins` bins, or of the bins listed (all if None): (batch, bins, frames).
 
     While exporting to ONNX it is matrix products with the windowed DFT basis instead (same
@@ -85,15 +93,17 @@ def stft_power(wave: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor, b
     index = list(range(bins)) if isinstance(bins, int) else bins
     if torch.onnx.is_in_onnx_export():
         return _dft_power(wave, n_fft, hop, window, index if index is not None else list(range(n_fft // 2 + 1)), center)
-    spec = torch.stft(wave, n_fft, hop_length=hop, win_length=window.numel(), window=window, center=center,
-                      return_complex=True)
+    spec = torch.stft(
+        wave, n_fft, hop_length=hop, win_length=window.numel(), window=window, center=center, return_complex=True
+    )
     if index is not None:
         spec = spec[:, : len(index)] if index == list(range(len(index))) else spec[:, index]
     return power(spec)
 
 
-def _dft_power(wave: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor, bins: list[int],
-               center: bool) -> torch.Tensor:
+def _dft_power(
+    wave: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor, bins: list[int], center: bool
+) -> torch.Tensor:
     """`stft_power` as matrix products with the windowed DFT basis of the listed bins.
 
     The window is symmetric about its centre c, which sits at n_fft / 2, so each bin is

@@ -5,6 +5,7 @@ The EER is read off the ROC where the miss rate equals the false-alarm rate, int
 linearly between the two ROC points that bracket the crossing (ties in scores form one
 point, so binary decisions give a proper, if coarse, curve).
 """
+
 from __future__ import annotations
 
 import numpy as np

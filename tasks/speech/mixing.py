@@ -11,6 +11,7 @@ Conventions (shared by the generated data and the real-corpus mixtures):
 - SNR is the clean speech's mean power over its *speech frames* against the noise's mean
   power over the whole clip, in dB (so silence padding does not change the SNR).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,7 +47,9 @@ def mixture_snr(clean: np.ndarray, noise: np.ndarray, labels: np.ndarray) -> flo
     return 10 * np.log10(speech_power(clean, labels) / np.mean(noise.astype(np.float64) ** 2))
 
 
-def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def mix_at_snr(
+    clean: np.ndarray, noise: np.ndarray, snr_db: float, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(mixture, scaled noise) with the noise scaled so the mixture has `snr_db`."""
     p_speech = speech_power(clean, labels)
     p_noise = float(np.mean(noise.astype(np.float64) ** 2))

@@ -4,10 +4,11 @@ Every generator takes a numpy `Generator` and a length in samples at 16 kHz and 
 float32 noise of unit RMS, so mixing sets the level. `NOISE_TYPES` lists the procedural
 kinds; babble (mixed synthetic voices) needs the synthesiser and is made in `babble`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -44,7 +45,9 @@ def hum(rng, n):
     """Mains hum: 50 or 60 Hz with decaying odd and even harmonics, slight jitter."""
     t = np.arange(n) / SAMPLE_RATE
     base = rng.choice([50.0, 60.0]) * (1 + 0.002 * rng.standard_normal())
-    x = sum(rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * k * base * t + rng.uniform(0, 2 * np.pi)) for k in range(1, 12))
+    x = sum(
+        rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * k * base * t + rng.uniform(0, 2 * np.pi)) for k in range(1, 12)
+    )
     return _unit(x + 0.01 * rng.standard_normal(n))
 
 
@@ -91,12 +94,20 @@ def rain(rng, n):
 
 
 NOISE_TYPES: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
-    "white": white, "pink": pink, "brown": brown, "hum": hum, "clicks": clicks,
-    "siren": siren, "engine": engine, "rain": rain,
+    "white": white,
+    "pink": pink,
+    "brown": brown,
+    "hum": hum,
+    "clicks": clicks,
+    "siren": siren,
+    "engine": engine,
+    "rain": rain,
 }
 
 
-def babble(rng: np.random.Generator, n: int, synth: Synthesizer, split: str, talkers: tuple[int, int] = (3, 7)) -> np.ndarray:
+def babble(
+    rng: np.random.Generator, n: int, synth: Synthesizer, split: str, talkers: tuple[int, int] = (3, 7)
+) -> np.ndarray:
     """Several synthetic voices of `split` talking at once, looped to fill `n` samples."""
     x = np.zeros(n, np.float64)
     for text in sentences(rng, int(rng.integers(*talkers))):
@@ -115,7 +126,9 @@ def noise_files(directory: str | Path) -> list[Path]:
     if not root.is_dir():
         from bench.config import ConfigError
 
-        raise ConfigError(f"noise directory {root} does not exist (task.noise_dir must name a folder of .wav/.flac/.ogg files)")
+        raise ConfigError(
+            f"noise directory {root} does not exist (task.noise_dir must name a folder of .wav/.flac/.ogg files)"
+        )
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in (".wav", ".flac", ".ogg"))
 
 

@@ -12,12 +12,14 @@ Each shard's process is forked from a fork server that has imported the generato
 (not espeak-ng: the library is loaded on first use, so in the shard's own process): a fresh
 spawned process spent ~1.5 s of its few seconds importing scipy.signal alone.
 """
+
 from __future__ import annotations
 
 import multiprocessing
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -27,8 +29,14 @@ def workers() -> int:
     return max(1, int(os.environ.get("BENCH_DATA_WORKERS", min(2, os.cpu_count() or 1))))
 
 
-def run_shards(fn: Callable[..., dict[str, np.ndarray]], n_items: int, shard_size: int, args: tuple[Any, ...],
-               desc: str, progress: bool = True) -> dict[str, np.ndarray]:
+def run_shards(
+    fn: Callable[..., dict[str, np.ndarray]],
+    n_items: int,
+    shard_size: int,
+    args: tuple[Any, ...],
+    desc: str,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
     """``fn(start, stop, *args)`` for each shard in a fresh process; arrays concatenated in order.
 
     `fn` must be a module-level function (it is pickled by reference).
@@ -40,8 +48,12 @@ def run_shards(fn: Callable[..., dict[str, np.ndarray]], n_items: int, shard_siz
         ctx.set_forkserver_preload(["scipy.signal", fn.__module__])  # used when the server starts: the first call
     else:  # Windows: a new interpreter per shard, slower, the same data
         ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers(), len(bounds)) or 1, mp_context=ctx, max_tasks_per_child=1) as pool, \
-            tqdm(total=n_items, desc=desc, unit="item", disable=not progress or None, leave=False) as bar:
+    with (
+        ProcessPoolExecutor(
+            max_workers=min(workers(), len(bounds)) or 1, mp_context=ctx, max_tasks_per_child=1
+        ) as pool,
+        tqdm(total=n_items, desc=desc, unit="item", disable=not progress or None, leave=False) as bar,
+    ):
         futures = {pool.submit(fn, start, stop, *args): i for i, (start, stop) in enumerate(bounds)}
         for future in as_completed(futures):
             i = futures[future]
@@ -49,4 +61,3 @@ def run_shards(fn: Callable[..., dict[str, np.ndarray]], n_items: int, shard_siz
             bar.update(bounds[i][1] - bounds[i][0])
     keys = results[0].keys() if results else []
     return {k: np.concatenate([r[k] for r in results]) for k in keys}
-

@@ -12,6 +12,7 @@ Recorded speech (`generate_recorded`), when the user has some, goes through the 
 steps: each recording is a bona fide utterance, spoofed by the same attacks, seeded by
 (seed, split, RECORDED, index) so it never shares a random stream with a synthetic one.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,8 +40,9 @@ def _crop(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 SHARD = 50  # utterances per worker process (fixed: part of what makes a clip reproducible); a process starts in ~1 s
 
 
-def _utterance_clips(speech: np.ndarray, rng: np.random.Generator, split: str, n: int, seen: list[str],
-                     unseen: list[str]) -> tuple[list[np.ndarray], list[int]]:
+def _utterance_clips(
+    speech: np.ndarray, rng: np.random.Generator, split: str, n: int, seen: list[str], unseen: list[str]
+) -> tuple[list[np.ndarray], list[int]]:
     """One utterance's bona fide clip and its spoofs (int16, `n` samples) and their attack indices."""
     names = seen + unseen
     source = _crop(speech, n + 3200, rng)  # 0.1 s margin on each side
@@ -54,8 +56,16 @@ def _stacked(audio: list[np.ndarray], attack: list[int], utt: list[int]) -> dict
     return {"audio": np.stack(audio), "attack": np.array(attack, np.int8), "utterance": np.array(utt, np.int32)}
 
 
-def generate_utterances(start: int, stop: int, split: str, clip_seconds: float, seed: int, seen: list[str],
-                        unseen: list[str], voices: list[tuple[str, str]] = ()) -> dict[str, np.ndarray]:
+def generate_utterances(
+    start: int,
+    stop: int,
+    split: str,
+    clip_seconds: float,
+    seed: int,
+    seen: list[str],
+    unseen: list[str],
+    voices: list[tuple[str, str]] = (),
+) -> dict[str, np.ndarray]:
     """Clips of utterances `start..stop-1`: ``audio`` int16 (n, samples); ``attack`` int8
     (n,): index into seen + unseen, or -1 for bona fide; ``utterance`` int32 (n,).
     `voices`: flite/festival (engine, voice) pairs to draw from as well (`synthesis.random_voice`)."""
@@ -72,8 +82,16 @@ def generate_utterances(start: int, stop: int, split: str, clip_seconds: float, 
     return _stacked(audio, attack, utt)
 
 
-def spoof_recordings(start: int, stop: int, split: str, clip_seconds: float, seed: int, seen: list[str],
-                     unseen: list[str], files: list[tuple[str, int | None]]) -> dict[str, np.ndarray]:
+def spoof_recordings(
+    start: int,
+    stop: int,
+    split: str,
+    clip_seconds: float,
+    seed: int,
+    seen: list[str],
+    unseen: list[str],
+    files: list[tuple[str, int | None]],
+) -> dict[str, np.ndarray]:
     """Like `generate_utterances`, for recordings `files[start:stop]` ((path, expected sample
     rate or None), already checked readable): each one peak-normalised, then cropped and spoofed."""
     n = int(clip_seconds * SAMPLE_RATE)
@@ -81,7 +99,9 @@ def spoof_recordings(start: int, stop: int, split: str, clip_seconds: float, see
     for i in range(start, stop):
         rng = np.random.default_rng([seed, SPLIT_IDS[split], RECORDED, i])
         speech = read_audio(Path(files[i][0]), files[i][1])
-        speech = (0.7 * speech / (np.max(np.abs(speech)) + 1e-9)).astype(np.float32)  # TTS-like peak; the channel sets the level
+        speech = (0.7 * speech / (np.max(np.abs(speech)) + 1e-9)).astype(
+            np.float32
+        )  # TTS-like peak; the channel sets the level
         clips, indices = _utterance_clips(speech, rng, split, n, seen, unseen)
         audio += clips
         attack += indices
@@ -89,16 +109,33 @@ def spoof_recordings(start: int, stop: int, split: str, clip_seconds: float, see
     return _stacked(audio, attack, utt)
 
 
-def generate_split(split: str, n_utterances: int, clip_seconds: float, seed: int, seen: list[str], unseen: list[str],
-                   progress: bool = True, voices: list[tuple[str, str]] = ()) -> dict[str, np.ndarray]:
+def generate_split(
+    split: str,
+    n_utterances: int,
+    clip_seconds: float,
+    seed: int,
+    seen: list[str],
+    unseen: list[str],
+    progress: bool = True,
+    voices: list[tuple[str, str]] = (),
+) -> dict[str, np.ndarray]:
     """A whole split, in shards of `SHARD` utterances each made in a fresh process
     (`tasks.speech.shards`): the same arrays for the same arguments, always."""
     args = (split, clip_seconds, seed, list(seen), list(unseen), [tuple(v) for v in voices])
     return run_shards(generate_utterances, n_utterances, SHARD, args, desc=f"antispoof {split} data", progress=progress)
 
 
-def generate_recorded(split: str, files: list[tuple[str, int | None]], clip_seconds: float, seed: int, seen: list[str],
-                      unseen: list[str], progress: bool = True) -> dict[str, np.ndarray]:
+def generate_recorded(
+    split: str,
+    files: list[tuple[str, int | None]],
+    clip_seconds: float,
+    seed: int,
+    seen: list[str],
+    unseen: list[str],
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
     """`spoof_recordings` over all `files`, in shards (the attacks are the slow part)."""
     args = (split, clip_seconds, seed, list(seen), list(unseen), [(str(p), sr) for p, sr in files])
-    return run_shards(spoof_recordings, len(files), SHARD, args, desc=f"antispoof {split} recordings", progress=progress)
+    return run_shards(
+        spoof_recordings, len(files), SHARD, args, desc=f"antispoof {split} recordings", progress=progress
+    )

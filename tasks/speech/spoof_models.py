@@ -15,6 +15,7 @@ zero scale, so every block starts as the identity (Goyal et al., 2017); without 
 34-layer net often sits at chance for most of a short schedule. And the network runs in
 channels-last memory layout, about 1.5x faster on CPU for the 8-channel first stage.
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,7 +39,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         nn.init.zeros_(self.bn2.weight)  # the block starts as its shortcut
         self.shortcut = (
-            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)) if stride != 1 or cin != cout else nn.Identity()
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
         )
         self.mask2 = WidthMask(slot, dim=1)
 
@@ -65,11 +68,20 @@ class ResNetSpoof(nn.Module):
         with torch.no_grad():
             bands = self.front(torch.zeros(1, 4096)).shape[1]
         self.norm = nn.BatchNorm1d(bands)
-        self.stem = nn.Sequential(nn.Conv2d(1, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(), WidthMask("stage1", dim=1))
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, widths[0], 3, 2, 1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(),
+            WidthMask("stage1", dim=1),
+        )
         stages, cin = [], widths[0]
         for i, (n, w) in enumerate(zip(BLOCKS, widths)):
             stride = 1 if i == 0 else 2
-            stages.append(nn.Sequential(*(BasicBlock(cin if j == 0 else w, w, stride if j == 0 else 1, f"stage{i + 1}") for j in range(n))))
+            stages.append(
+                nn.Sequential(
+                    *(BasicBlock(cin if j == 0 else w, w, stride if j == 0 else 1, f"stage{i + 1}") for j in range(n))
+                )
+            )
             cin = w
         self.stages = nn.Sequential(*stages)
         self.classifier = nn.Linear(widths[-1], 1)

@@ -61,7 +61,9 @@ class StreamingCRNN(Streamer):
         x1 = torch.cat([feats, f], dim=2)
         c1, bn1, relu1, mask1, c2, bn2, relu2, mask2 = m.conv
         g = mask1(relu1(bn1(F.conv1d(x1, c1.weight, c1.bias))))
-        g = g * ((frame - CONTEXT // 2 + torch.arange(n, device=g.device)) >= 0).to(g.dtype)  # before the start: offline's zero padding
+        g = g * ((frame - CONTEXT // 2 + torch.arange(n, device=g.device)) >= 0).to(
+            g.dtype
+        )  # before the start: offline's zero padding
         x2 = torch.cat([conv1, g], dim=2)
         h = mask2(relu2(bn2(F.conv1d(x2, c2.weight, c2.bias)))).transpose(1, 2)
         out, new_hidden = nn.GRU.forward(m.gru, h, hidden)

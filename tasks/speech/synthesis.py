@@ -14,6 +14,7 @@ the draws. They are split by speaker (flite's kal and kal16 are one speaker), ru
 process per utterance (both are deterministic) and resampled to 16 kHz. Without them
 nothing changes: same draws, same audio, same cache settings (`voice_settings`).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -23,9 +24,9 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -44,8 +45,34 @@ _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctype
 ACCENTS = ["en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbclan", "en-gb-x-gbcwmd"]
 # Variants f2, f3, f5 and victor are left out: their breath noise differs from run to run
 # even in a fresh process, which would make the data irreproducible.
-VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f4", "klatt", "klatt2", "klatt3", "linda", "steph",
-            "belinda", "aunty", "alicia", "anika", "max", "edward", "john", "quincy", "zac", "travis", "rob"]
+VARIANTS = [
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "m8",
+    "f1",
+    "f4",
+    "klatt",
+    "klatt2",
+    "klatt3",
+    "linda",
+    "steph",
+    "belinda",
+    "aunty",
+    "alicia",
+    "anika",
+    "max",
+    "edward",
+    "john",
+    "quincy",
+    "zac",
+    "travis",
+    "rob",
+]
 
 
 @dataclass(frozen=True)
@@ -76,7 +103,13 @@ def random_voice(rng: np.random.Generator, split: str, external: Sequence[tuple[
     """A voice of `split` at a random rate and pitch; in `EXTERNAL_SHARE` of the draws one of
     the split's `external` (engine, voice) pairs instead, when it has any."""
     accent, variant = voice_pool(split)[rng.integers(len(voice_pool(split)))]
-    voice = Voice(accent, variant, rate=int(rng.integers(120, 220)), pitch=int(rng.integers(20, 80)), pitch_range=int(rng.integers(20, 90)))
+    voice = Voice(
+        accent,
+        variant,
+        rate=int(rng.integers(120, 220)),
+        pitch=int(rng.integers(20, 80)),
+        pitch_range=int(rng.integers(20, 90)),
+    )
     mine = external_pool(split, external)
     # drawn after the espeak-ng voice, so without external voices the stream is as before
     if mine and rng.random() < EXTERNAL_SHARE:
@@ -88,7 +121,22 @@ def random_voice(rng: np.random.Generator, split: str, external: Sequence[tuple[
 # --- flite and festival, when installed ----------------------------------------------------
 EXTERNAL_SHARE = 0.25  # share of utterances spoken by a flite/festival voice when the split has one
 # Name parts that say how a voice was built, not who speaks (cmu_us_slt_arctic_hts -> slt).
-_NOT_SPEAKER = {"cmu", "us", "uk", "en", "nitech", "diphone", "hts", "arctic", "clunits", "cg", "multisyn", "ldom", "lpc", "mbrola"}
+_NOT_SPEAKER = {
+    "cmu",
+    "us",
+    "uk",
+    "en",
+    "nitech",
+    "diphone",
+    "hts",
+    "arctic",
+    "clunits",
+    "cg",
+    "multisyn",
+    "ldom",
+    "lpc",
+    "mbrola",
+}
 
 
 def installed_voices() -> list[tuple[str, str]]:
@@ -121,15 +169,19 @@ def voice_settings(voices: Sequence[tuple[str, str]]) -> dict:
     if not voices:
         return {}
     engines = sorted({e for e, _ in voices})
-    return {"engines": ["espeak-ng", *engines], "engine_versions": {e: _engine_version(e) for e in engines},
-            "external_voices": [list(v) for v in voices], "external_share": EXTERNAL_SHARE}
+    return {
+        "engines": ["espeak-ng", *engines],
+        "engine_versions": {e: _engine_version(e) for e in engines},
+        "external_voices": [list(v) for v in voices],
+        "external_share": EXTERNAL_SHARE,
+    }
 
 
 def _run(cmd: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=120)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _flite_voices(binary: str | None) -> list[tuple[str, str]]:
     if binary is None:
         return []
@@ -140,7 +192,7 @@ def _flite_voices(binary: str | None) -> list[tuple[str, str]]:
     return [("flite", v) for v in listed if not v.endswith("_time")]  # *_time voices can only tell the time
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _festival_voices(festival: str | None, text2wave: str | None) -> list[tuple[str, str]]:
     if festival is None or text2wave is None:
         return []
@@ -152,14 +204,16 @@ def _festival_voices(festival: str | None, text2wave: str | None) -> list[tuple[
     return [("festival", v) for v in (found.group(1).split() if found else [])]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _engine_version(engine: str) -> str:
     binary = shutil.which("flite" if engine == "flite" else "festival")
     try:
         out = _run([binary, "--version"]) if binary else None
     except (OSError, subprocess.SubprocessError):
         out = None
-    found = re.search(r"\d+\.\d+(?:\.\d+)?", out.stdout + out.stderr) if out else None  # "flite-2.2-current", "2.5.0:release"
+    found = (
+        re.search(r"\d+\.\d+(?:\.\d+)?", out.stdout + out.stderr) if out else None
+    )  # "flite-2.2-current", "2.5.0:release"
     return found.group(0) if found else "unknown"
 
 
@@ -173,11 +227,28 @@ def say_external(text: str, voice: Voice) -> np.ndarray:
     with tempfile.TemporaryDirectory(prefix="tts-") as tmp:
         out = Path(tmp) / "say.wav"
         if voice.engine == "flite":
-            cmd = [shutil.which("flite") or "flite", "-voice", voice.variant, "--setf", f"duration_stretch={stretch}", "-t", text, "-o", str(out)]
+            cmd = [
+                shutil.which("flite") or "flite",
+                "-voice",
+                voice.variant,
+                "--setf",
+                f"duration_stretch={stretch}",
+                "-t",
+                text,
+                "-o",
+                str(out),
+            ]
             stdin = None
         elif voice.engine == "festival":
-            cmd = [shutil.which("text2wave") or "text2wave", "-eval", f"(voice_{voice.variant})",
-                   "-eval", f"(Parameter.set 'Duration_Stretch {stretch})", "-o", str(out)]
+            cmd = [
+                shutil.which("text2wave") or "text2wave",
+                "-eval",
+                f"(voice_{voice.variant})",
+                "-eval",
+                f"(Parameter.set 'Duration_Stretch {stretch})",
+                "-o",
+                str(out),
+            ]
             stdin = text
         else:
             raise ValueError(f"unknown speech engine {voice.engine!r}")
@@ -197,10 +268,23 @@ def say_external(text: str, voice: Voice) -> np.ndarray:
     return (resample_poly(x, SAMPLE_RATE // g, sr // g) if sr != SAMPLE_RATE else x).astype(np.float32)
 
 
-_SUBJECTS = "the old man|a little girl|my neighbour|the teacher|our team|the doctor|every student|the driver|a stranger|the children|her brother|the council|nobody|the pilot|a young farmer".split("|")
-_VERBS = "found|carried|painted|watched|forgot|bought|cleaned|opened|borrowed|described|repaired|followed|ignored|measured|delivered".split("|")
-_OBJECTS = "the red box|a broken window|seven apples|the morning paper|an old guitar|the kitchen table|a long letter|the village road|two heavy bags|the blue car|a quiet garden|the last train|some fresh bread|the map|a silver coin".split("|")
-_TAILS = "yesterday|before lunch|in the rain|after the meeting|without a word|last summer|near the river|on Monday|very slowly|at midnight|again|with great care|for an hour|by the station|this morning".split("|")
+_SUBJECTS = (
+    "the old man|a little girl|my neighbour|the teacher|our team|the doctor|every student|the driver|a "
+    "stranger|the children|her brother|the council|nobody|the pilot|a young farmer"
+).split("|")
+_VERBS = (
+    "found|carried|painted|watched|forgot|bought|cleaned|opened|borrowed|described|repaired|followed|ignored|"
+    "measured|delivered"
+).split("|")
+_OBJECTS = (
+    "the red box|a broken window|seven apples|the morning paper|an old guitar|the kitchen table|a long "
+    "letter|the village road|two heavy bags|the blue car|a quiet garden|the last train|some fresh bread|the map|"
+    "a silver coin"
+).split("|")
+_TAILS = (
+    "yesterday|before lunch|in the rain|after the meeting|without a word|last summer|near the river|on "
+    "Monday|very slowly|at midnight|again|with great care|for an hour|by the station|this morning"
+).split("|")
 _QUESTIONS = "did you see|where is|why would anyone want|who remembers|how many people saw".split("|")
 
 
@@ -247,18 +331,31 @@ class Synthesizer:
         try:
             import espeakng_loader
         except ImportError as err:  # pragma: no cover - a declared dependency
-            raise RuntimeError("speech synthesis needs the package espeakng-loader (pip install espeakng-loader)") from err
+            raise RuntimeError(
+                "speech synthesis needs the package espeakng-loader (pip install espeakng-loader)"
+            ) from err
         lib = ctypes.cdll.LoadLibrary(str(espeakng_loader.get_library_path()))
         ctypes.CDLL(None).srand(1)  # espeak-ng's noise uses libc rand(): a fixed start per process
         data = str(espeakng_loader.get_data_path()).encode()
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data, 0)
         if rate != _ESPEAK_RATE:
-            raise RuntimeError(f"espeak-ng initialisation failed (returned {rate}, expected sample rate {_ESPEAK_RATE})")
+            raise RuntimeError(
+                f"espeak-ng initialisation failed (returned {rate}, expected sample rate {_ESPEAK_RATE})"
+            )
         lib.espeak_SetSynthCallback.argtypes = [_CALLBACK]
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        lib.espeak_Synth.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
         return lib
 
     def say(self, text: str, voice: Voice) -> np.ndarray:

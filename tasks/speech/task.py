@@ -1,4 +1,5 @@
 """What the speech tasks share: the example input, a recipe per scale, splits built once."""
+
 from __future__ import annotations
 
 from typing import ClassVar

@@ -11,17 +11,18 @@ text from its own random stream) and in noise seeds. Every clip is seeded by
 (seed, split, index) and synthetic splits are made in fixed shards in fresh processes
 (`tasks.speech.shards`), so a clip does not depend on how many others are made.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from tasks.speech import noise as noises
-from tasks.speech.shards import run_shards
 from tasks.speech.mixing import frame_labels, mix_at_snr, place_utterances
+from tasks.speech.shards import run_shards
 from tasks.speech.synthesis import SAMPLE_RATE, Synthesizer, random_voice, sentences
 
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
@@ -42,8 +43,9 @@ UtteranceSource = Callable[[np.random.Generator], np.ndarray]
 NoiseSource = Callable[[np.random.Generator, int], tuple[str, np.ndarray]]
 
 
-def synthetic_sources(split: str, noise_types: list[str], noise_clips: list[np.ndarray] | None = None,
-                      voices: list[tuple[str, str]] = ()) -> tuple[UtteranceSource, NoiseSource]:
+def synthetic_sources(
+    split: str, noise_types: list[str], noise_clips: list[np.ndarray] | None = None, voices: list[tuple[str, str]] = ()
+) -> tuple[UtteranceSource, NoiseSource]:
     """espeak-ng utterances of the split's voices (and of its flite/festival `voices`, see
     `synthesis.random_voice`); noise of `noise_types` ("babble": other espeak-ng voices of
     the split; "file": one of `noise_clips`)."""
@@ -63,14 +65,23 @@ def synthetic_sources(split: str, noise_types: list[str], noise_clips: list[np.n
     return utterance, noise
 
 
-def pool_sources(speech: list[np.ndarray], noise_clips: list[np.ndarray], noise_kind: str = "file") -> tuple[UtteranceSource, NoiseSource]:
+def pool_sources(
+    speech: list[np.ndarray], noise_clips: list[np.ndarray], noise_kind: str = "file"
+) -> tuple[UtteranceSource, NoiseSource]:
     """Utterances and noises drawn from lists of recordings (the real-corpus source)."""
-    return (lambda rng: speech[rng.integers(len(speech))],
-            lambda rng, n: (noise_kind, noises.fit_length(noise_clips[rng.integers(len(noise_clips))], n, rng)))
+    return (
+        lambda rng: speech[rng.integers(len(speech))],
+        lambda rng, n: (noise_kind, noises.fit_length(noise_clips[rng.integers(len(noise_clips))], n, rng)),
+    )
 
 
-def make_mixture(rng: np.random.Generator, utterance: UtteranceSource, noise_source: NoiseSource, n_samples: int,
-                 snr_range: tuple[float, float]) -> Mixture:
+def make_mixture(
+    rng: np.random.Generator,
+    utterance: UtteranceSource,
+    noise_source: NoiseSource,
+    n_samples: int,
+    snr_range: tuple[float, float],
+) -> Mixture:
     """One clip of `n_samples`: utterances, a noise and an SNR drawn from `rng`."""
     target = rng.uniform(0.2, 0.75) * n_samples  # speech share of the clip: 20-75%
     utterances: list[np.ndarray] = []
@@ -87,14 +98,31 @@ def make_mixture(rng: np.random.Generator, utterance: UtteranceSource, noise_sou
         mixture, noise = 0.05 * noise, 0.05 * noise
     peak = float(np.max(np.abs(mixture))) + 1e-9
     gain = rng.uniform(0.05, 0.9) / peak
-    return Mixture((mixture * gain).astype(np.float32), (clean * gain).astype(np.float32), (noise * gain).astype(np.float32), labels, snr, kind)
+    return Mixture(
+        (mixture * gain).astype(np.float32),
+        (clean * gain).astype(np.float32),
+        (noise * gain).astype(np.float32),
+        labels,
+        snr,
+        kind,
+    )
 
 
 SHARD = 50  # clips per worker process (fixed: part of what makes a clip reproducible)
 
 
-def generate_clips(start: int, stop: int, split: str, clip_seconds: float, seed: int, snr_range: tuple[float, float],
-                   utterance: UtteranceSource, noise_source: NoiseSource, noise_kinds: list[str], progress: bool = False) -> dict[str, np.ndarray]:
+def generate_clips(
+    start: int,
+    stop: int,
+    split: str,
+    clip_seconds: float,
+    seed: int,
+    snr_range: tuple[float, float],
+    utterance: UtteranceSource,
+    noise_source: NoiseSource,
+    noise_kinds: list[str],
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
     """Clips `start..stop-1` of a split: ``audio`` int16 (n, samples), ``labels`` uint8
     (n, frames), ``snr`` float32 (n,), ``noise`` int8 index into `noise_kinds` (n,)."""
     n_clips, n_samples = stop - start, int(clip_seconds * SAMPLE_RATE)
@@ -110,19 +138,45 @@ def generate_clips(start: int, stop: int, split: str, clip_seconds: float, seed:
     return {"audio": audio, "labels": labels, "snr": snr, "noise": kinds}
 
 
-def _synthetic_shard(start: int, stop: int, split: str, clip_seconds: float, seed: int, snr_range: tuple[float, float],
-                     noise_types: list[str], noise_clips: list[np.ndarray] | None, noise_kinds: list[str],
-                     voices: list[tuple[str, str]] = ()) -> dict[str, np.ndarray]:
+def _synthetic_shard(
+    start: int,
+    stop: int,
+    split: str,
+    clip_seconds: float,
+    seed: int,
+    snr_range: tuple[float, float],
+    noise_types: list[str],
+    noise_clips: list[np.ndarray] | None,
+    noise_kinds: list[str],
+    voices: list[tuple[str, str]] = (),
+) -> dict[str, np.ndarray]:
     utterance, noise_source = synthetic_sources(split, noise_types, noise_clips, voices)
     return generate_clips(start, stop, split, clip_seconds, seed, snr_range, utterance, noise_source, noise_kinds)
 
 
-def generate_synthetic(split: str, n_clips: int, clip_seconds: float, seed: int, snr_range: tuple[float, float],
-                       noise_types: list[str], noise_clips: list[np.ndarray] | None, noise_kinds: list[str],
-                       progress: bool = True, voices: list[tuple[str, str]] = ()) -> dict[str, np.ndarray]:
+def generate_synthetic(
+    split: str,
+    n_clips: int,
+    clip_seconds: float,
+    seed: int,
+    snr_range: tuple[float, float],
+    noise_types: list[str],
+    noise_clips: list[np.ndarray] | None,
+    noise_kinds: list[str],
+    progress: bool = True,
+    voices: list[tuple[str, str]] = (),
+) -> dict[str, np.ndarray]:
     """A whole synthetic split, made in shards of `SHARD` clips, each in a fresh process
     (`tasks.speech.shards`): the same arrays for the same arguments, always. `voices`:
     flite/festival (engine, voice) pairs to draw from as well."""
-    args = (split, clip_seconds, seed, tuple(snr_range), list(noise_types), noise_clips, list(noise_kinds),
-            [tuple(v) for v in voices])
+    args = (
+        split,
+        clip_seconds,
+        seed,
+        tuple(snr_range),
+        list(noise_types),
+        noise_clips,
+        list(noise_kinds),
+        [tuple(v) for v in voices],
+    )
     return run_shards(_synthetic_shard, n_clips, SHARD, args, desc=f"vad {split} data", progress=progress)

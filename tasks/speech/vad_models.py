@@ -9,6 +9,7 @@ Mel bands are a slot (`n_mels`): zeroing band i is removing its row of the filte
 The bands are standardised per band (BatchNorm1d, a per-feature affine map in inference)
 *before* the mask, so a zeroed band reads as absent, not as "average energy".
 """
+
 from __future__ import annotations
 
 import math
@@ -66,8 +67,14 @@ class CRNN(nn.Module):
         super().__init__()
         self.input = MelInput(n_mels)
         self.conv = nn.Sequential(
-            nn.Conv1d(n_mels, conv1, 5, padding=2), nn.BatchNorm1d(conv1), nn.ReLU(), WidthMask("conv1", dim=1),
-            nn.Conv1d(conv1, conv2, 5, padding=2), nn.BatchNorm1d(conv2), nn.ReLU(), WidthMask("conv2", dim=1),
+            nn.Conv1d(n_mels, conv1, 5, padding=2),
+            nn.BatchNorm1d(conv1),
+            nn.ReLU(),
+            WidthMask("conv1", dim=1),
+            nn.Conv1d(conv1, conv2, 5, padding=2),
+            nn.BatchNorm1d(conv2),
+            nn.ReLU(),
+            WidthMask("conv2", dim=1),
         )
         self.gru = MaskedGRU(conv2, gru)
         self.head = nn.Sequential(nn.Linear(gru, head), nn.ReLU(), WidthMask("head", dim=-1), nn.Linear(head, 1))
@@ -107,14 +114,20 @@ class EncoderLayer(nn.Module):
         self.out = nn.Linear(heads * head_dim, d)
         self.attn_mask = WidthMask("n_mels", dim=-1)
         self.norm2, self.norm2_mask = FeatureNorm(d), WidthMask("n_mels", dim=-1)
-        self.ffn = nn.Sequential(nn.Linear(d, ffn), nn.ReLU(), WidthMask("ffn", dim=-1), nn.Linear(ffn, d), WidthMask("n_mels", dim=-1))
+        self.ffn = nn.Sequential(
+            nn.Linear(d, ffn), nn.ReLU(), WidthMask("ffn", dim=-1), nn.Linear(ffn, d), WidthMask("n_mels", dim=-1)
+        )
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, H*hd) -> (B, H, T, hd)
         return x.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm1_mask(self.norm1(x))
-        q, k, v = self.q_mask(self._split(self.q(h))), self.k_mask(self._split(self.k(h))), self.v_mask(self._split(self.v(h)))
+        q, k, v = (
+            self.q_mask(self._split(self.q(h))),
+            self.k_mask(self._split(self.k(h))),
+            self.v_mask(self._split(self.v(h))),
+        )
         a = F.scaled_dot_product_attention(q, k, v, scale=self.scale).transpose(1, 2).flatten(2)
         x = x + self.attn_mask(self.out(a))
         return x + self.ffn(self.norm2_mask(self.norm2(x)))
