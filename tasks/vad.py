@@ -33,7 +33,7 @@ from tasks.speech.vad_models import CRNN, TransformerVAD
 _SIZES = {"smoke": (24, 8, 16, 2.0), "small": (1600, 150, 300, 2.0), "full": (8000, 500, 2000, 4.0)}
 # The recipe per scale and model family. Small: 32 clips a step rather than 16 (on one
 # thread a CRNN step took 68 ms against 50 ms, and the val EER after as many clips matched).
-# Not converged: twice the steps lower the dense val EER by 19 % (CRNN) and 14 %
+# Not converged: twice the steps lower the dense val EER by 19 % (CRNN) and 11 %
 # (transformer), and by 12-16 % per doubling up to 1920 steps (benchmarks/convergence.py);
 # 480 steps are what the default job can afford.
 _RECIPES = {
