@@ -252,23 +252,13 @@ class ResultStore:
         for attempt in range(5):
             try:
                 _meta.create_all(self.engine)
-                self._add_new_columns()
                 return
             except sa.exc.OperationalError as err:
-                if attempt == 4 or not any(w in str(err) for w in ("already exists", "locked", "duplicate column")):
+                if attempt == 4 or not any(w in str(err) for w in ("already exists", "locked")):
                     raise StoreError(f"cannot open store {self.location!r}: {_first_line(err)}") from None
                 time.sleep(0.2 * (attempt + 1))
             except sa.exc.SQLAlchemyError as err:
                 raise StoreError(f"cannot open store {self.location!r}: {_first_line(err)}") from None
-
-    def _add_new_columns(self) -> None:
-        """Columns added since a store was created get added to it (nullable, so old rows stay valid)."""
-        have = {c["name"] for c in sa.inspect(self.engine).get_columns("results")}
-        with self.engine.begin() as conn:
-            for column in results.columns:
-                if column.name not in have:
-                    kind = column.type.compile(dialect=self.engine.dialect)
-                    conn.execute(sa.text(f'ALTER TABLE results ADD COLUMN "{column.name}" {kind}'))
 
     def _connect_args(self) -> dict:
         # Concurrent writers (Ray workers) wait for the lock instead of failing at once.

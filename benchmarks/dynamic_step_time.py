@@ -1,7 +1,7 @@
 """Training-step time of a noise-injection (dynamic) model relative to the dense model.
 
 Same task, same batches, same optimiser; dense and dynamic steps are timed in alternating
-rounds within one process, so machine noise hits both alike. Goal (issue 3): <= 1.3x.
+rounds within one process, so machine noise hits both alike. Goal: <= 1.3x.
 
     python benchmarks/dynamic_step_time.py [--task synthetic vad ...] [--steps 30] [--rounds 5]
 """

@@ -1,7 +1,6 @@
 """ONNX export: every task and model family round-trips through ONNX Runtime at any length;
 the streaming VAD gives the offline scores; the measurement phase stores its records."""
 
-import sqlite3
 
 import numpy as np
 import pytest
@@ -184,15 +183,6 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, store_path, capsys):
     assert main([*argv, "--store", store_path]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
-
-
-def test_store_without_the_latency_column_gets_it(store_path):
-    ResultStore(store_path)
-    with sqlite3.connect(store_path) as conn:
-        conn.execute("ALTER TABLE results DROP COLUMN latency")
-    ResultStore(store_path)
-    with sqlite3.connect(store_path) as conn:
-        assert "latency" in [c[1] for c in conn.execute("PRAGMA table_info(results)")]
 
 
 @pytest.mark.parametrize("model_family", ["crnn", "transformer"])
