@@ -31,6 +31,7 @@ def load_frame(store, tasks: Iterable[str] | None = None) -> pd.DataFrame:
     df = df.reset_index(drop=True)
     df["check"] = [bool(isinstance(i, dict) and i.get("convergence_check")) for i in df["info"]]
     df["dense"] = [bool(isinstance(i, dict) and i.get("dense")) for i in df["info"]]
+    df["latency_offline_ms"] = [offline_latency(records) for records in df.get("latency", [None] * len(df))]
     df["family"] = [str((c or {}).get("model") or "") if isinstance(c, dict) else "" for c in df["task_config"]]
     df["budget"] = [_budget(c) for c in df["config"]]
     df["group"] = [f"{t}/{f}" if f else t for t, f in zip(df["task"], df["family"])]
@@ -49,6 +50,34 @@ def _budget(config) -> int | None:
         return None
     steps = (config.get("budget") or {}).get("train_steps") or (config.get("train") or {}).get("steps")
     return int(steps) if steps else None
+
+
+LATENCY_RUNTIME = "onnxruntime"  # the deployment runtime whose offline figure the report shows
+
+
+def offline_latency(records: Any, runtime: str = LATENCY_RUNTIME) -> float:
+    """Median ms of the longest offline input timed in `runtime` (the measurement phase's
+    records of a row), or NaN where the row was not measured there."""
+    if not isinstance(records, list):
+        return np.nan
+    offline = [
+        r for r in records if isinstance(r, dict) and r.get("runtime") == runtime and r.get("shape") == "offline"
+    ]
+    if not offline:
+        return np.nan
+    return float(max(offline, key=lambda r: r.get("audio_seconds") or 0)["median_ms"])
+
+
+def offline_seconds(rows: pd.DataFrame, runtime: str = LATENCY_RUNTIME) -> float | None:
+    """The audio length of the offline figure `offline_latency` picks (the longest timed)."""
+    lengths = [
+        r.get("audio_seconds")
+        for records in rows.get("latency", [])
+        if isinstance(records, list)
+        for r in records
+        if isinstance(r, dict) and r.get("runtime") == runtime and r.get("shape") == "offline"
+    ]
+    return max((x for x in lengths if x), default=None)
 
 
 @dataclass
@@ -90,6 +119,12 @@ class Group:
     @property
     def tolerance(self) -> float:
         return agg.iso_tolerance(self.metric_info.get("iso_tolerance"), self.dense_error_mean)
+
+    @property
+    def dense_latency(self) -> float:
+        """Median offline latency of the dense rows (NaN if not measured)."""
+        dense = self.ok[self.ok["dense"]]["latency_offline_ms"] if "dense" in self.ok else pd.Series(dtype=float)
+        return float(dense.median()) if dense.notna().any() else float("nan")
 
     @property
     def metric_label(self) -> str:
@@ -296,13 +331,16 @@ def fronts_table(groups: list[Group]) -> pd.DataFrame:
 
 
 def label_means(group: Group) -> pd.DataFrame:
-    """Per (method, label): mean FLOP/s, non-zero FLOP/s and error over seeds."""
+    """Per (method, label): mean FLOP/s, non-zero FLOP/s, offline latency and error over seeds."""
     ok = group.ok
     if ok.empty:
-        return pd.DataFrame(columns=["method", "label", "flops", "nonzero_flops", "error", "seeds", "reference"])
+        return pd.DataFrame(
+            columns=["method", "label", "flops", "nonzero_flops", "latency", "error", "seeds", "reference"]
+        )
     out = ok.groupby(["method", "label"], sort=True).agg(
         flops=("flops", "mean"),
         nonzero_flops=("nonzero_flops", "mean"),
+        latency=("latency_offline_ms", "mean"),
         error=("error", "mean"),
         seeds=("seed", "nunique"),
         reference=("reference", "any"),

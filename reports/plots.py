@@ -15,7 +15,14 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 
 from reports import aggregate as agg
-from reports.leaderboard import Group, breakdown_table, has_nonzero, representatives
+from reports.leaderboard import (
+    LATENCY_RUNTIME,
+    Group,
+    breakdown_table,
+    has_nonzero,
+    offline_seconds,
+    representatives,
+)
 
 DPI = 100
 _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
@@ -140,6 +147,35 @@ def tradeoff_png(group: Group, colors: dict[str, str]) -> bytes:
         ax.text(
             0.5, 0.5, "no successful candidates (see failed rows)", transform=ax.transAxes, ha="center", va="center"
         )
+    return _png(fig)
+
+
+def latency_png(group: Group, colors: dict[str, str]) -> bytes | None:
+    """Error against measured offline latency (log x), beside error against FLOP/s: every
+    candidate per method, the dense model starred. None when no row was timed."""
+    ok = group.ok[group.ok["latency_offline_ms"].notna()] if "latency_offline_ms" in group.ok else group.ok.iloc[0:0]
+    if ok.empty:
+        return None
+    fig = Figure(figsize=(7.5, 4.2))
+    ax = fig.add_subplot()
+    for method, rows in ok.groupby("method", sort=True):
+        ax.scatter(
+            rows["latency_offline_ms"], rows["error"], s=16, color=colors.get(method, "k"), alpha=0.7, label=method
+        )
+    dense = ok[ok["dense"]] if "dense" in ok else ok.iloc[0:0]
+    if not dense.empty:
+        ax.scatter(
+            dense["latency_offline_ms"], dense["error"], marker="*", s=140, color="k", zorder=5, label="dense model"
+        )
+    ax.set_xscale("log")
+    seconds = offline_seconds(ok)
+    ax.set_xlabel(
+        f"latency, ms ({LATENCY_RUNTIME}, {seconds:g} s of input, 1 thread; log scale)" if seconds else "latency, ms"
+    )
+    ax.set_ylabel(group.metric_label)
+    ax.set_title(f"{group.key}: quality against measured latency", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
     return _png(fig)
 
 

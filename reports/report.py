@@ -57,6 +57,7 @@ def build_report(store, out_dir: str | Path | None = None, tasks: Iterable[str] 
     for group in groups:
         pngs = {
             "tradeoff": plots.tradeoff_png(group, colors),
+            "latency": plots.latency_png(group, colors),
             "breakdown": plots.breakdown_png(group, colors),
             "widths": plots.trajectory_png(group, colors),
         }
@@ -253,6 +254,7 @@ def _group_section(group: lb.Group, pngs: dict[str, bytes | None]) -> str:
         f'<h2 id="{html.esc(group.key)}">{html.esc(group.key)}</h2>',
         html.definition_list(facts),
         html.image(pngs["tradeoff"], f"{group.key} trade-off"),
+        html.image(pngs["latency"], f"{group.key} error against latency"),
     ]
     means = lb.label_means(group)
     if not means.empty:
@@ -274,6 +276,13 @@ def _group_section(group: lb.Group, pngs: dict[str, bytes | None]) -> str:
                     else "-"
                     for f in means["flops"]
                 ],
+                latency_header(group): [f"{x:.3g}" if pd.notna(x) else "-" for x in means["latency"]],
+                "speed-up": [
+                    f"{group.dense_latency / x:.2f}x"
+                    if pd.notna(x) and x > 0 and math.isfinite(group.dense_latency)
+                    else "-"
+                    for x in means["latency"]
+                ],
                 group.metric or "error": [f"{e:.4g}" for e in means["error"]],
             }
         )
@@ -285,7 +294,9 @@ def _group_section(group: lb.Group, pngs: dict[str, bytes | None]) -> str:
                 shown.columns[3]: means["flops"],
                 "non-zero *": means["nonzero_flops"],
                 "cut": group.dense_flops / means["flops"],
-                shown.columns[6]: means["error"],
+                shown.columns[6]: means["latency"],
+                "speed-up": group.dense_latency / means["latency"],
+                shown.columns[8]: means["error"],
             }
         )
         parts.append(
@@ -308,6 +319,11 @@ def _group_section(group: lb.Group, pngs: dict[str, bytes | None]) -> str:
     if pngs["widths"]:
         parts.append("<h3>Width trajectories</h3>" + html.image(pngs["widths"], f"{group.key} width trajectories"))
     return "\n".join(parts)
+
+
+def latency_header(group: lb.Group) -> str:
+    seconds = lb.offline_seconds(group.ok)
+    return f"latency ms ({lb.LATENCY_RUNTIME}, {seconds:g} s, 1 thread)" if seconds else "latency ms"
 
 
 def _failed_section(failed: pd.DataFrame) -> str:

@@ -1,7 +1,6 @@
 """ONNX export: every task and model family round-trips through ONNX Runtime at any length;
 the streaming VAD gives the offline scores; the measurement phase stores its records."""
 
-
 import numpy as np
 import pytest
 import torch
