@@ -218,10 +218,10 @@ def test_leaderboard_has_one_row_per_task_family_method_with_references_and_fail
     store, report = known_store
     board = report.board
     df = lb.load_frame(store)
-    assert sorted(zip(board["task"], board["family"], board["method"])) == sorted(
-        set(zip(df["task"], df["family"], df["method"]))
-    )
-    assert board.loc[board["method"] == "webrtcvad", "kind"].tolist() == ["reference"]
+    # a reference (run once per task) also shows beside the task's other model families
+    expected = set(zip(df["task"], df["family"], df["method"])) | {("vad", "transformer", "webrtcvad")}
+    assert sorted(zip(board["task"], board["family"], board["method"])) == sorted(expected)
+    assert board.loc[board["method"] == "webrtcvad", "kind"].tolist() == ["reference", "reference"]
     assert board[board["group"] == "vad/crnn"]["method"].tolist()[-1] == "webrtcvad"  # references sort last
     beta = _board_row(report, "vad/crnn", "beta")
     assert (beta["failed"], beta["candidates"], beta["seeds"]) == (1, 2, "0,1")
@@ -258,7 +258,7 @@ def test_report_files_and_html_content(known_store):
     b = breakdowns[(breakdowns["method"] == "beta") & (breakdowns["label"] == "b=0.25")].set_index("key")["mean"]
     assert b.to_dict() == {"snr_lt5": 13.0, "snr_5_15": 7.0, "snr_15_25": 4.0, "snr_ge25": 2.0}
     board = pd.read_csv(out / "leaderboard.csv")
-    assert len(board) == 7 and json.loads(board.to_json(orient="records"))[0]["group"] == "synthetic"
+    assert len(board) == 8 and json.loads(board.to_json(orient="records"))[0]["group"] == "synthetic"
 
 
 def test_report_subcommand_writes_beside_the_store_and_to_out(known_store, tmp_path, capsys):
@@ -288,7 +288,7 @@ def test_leaderboard_opens_in_headless_chromium_cleanly(known_store, tmp_path):
     shot = report.out_dir / "leaderboard.png"  # kept beside the report, to look at
     result = check_leaderboard(report.html_path, shot)
     assert result.problems(store_rows(store.location)) == []
-    assert len(result.rows) == 7 and ("vad", "crnn", "webrtcvad") in result.rows
+    assert len(result.rows) == 8 and ("vad", "crnn", "webrtcvad") in result.rows
     assert result.screenshot.read_bytes()[:4] == b"\x89PNG"
 
 

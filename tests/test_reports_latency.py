@@ -1,5 +1,6 @@
 """The report sets measured latency beside FLOP/s: error against latency, and each
 candidate's latency speed-up next to its FLOP/s cut."""
+
 from bench.store import ResultStore
 from reports import leaderboard as lb
 from reports.report import build_report
@@ -22,8 +23,12 @@ def test_offline_latency_is_the_longest_input_in_the_deployment_runtime():
 def test_report_shows_latency_speed_up_beside_the_flops_cut(tmp_path):
     store = ResultStore(str(tmp_path / "results.db"))
     rows = [
-        _row("vad", "baseline", 0, "dense", 1e6, 5.0, metric="eer", unit="FLOP/s", family="crnn", latency=_timed(1, 8.0)),
-        _row("vad", "beta", 0, "b=0.25", 2.5e5, 6.0, metric="eer", unit="FLOP/s", family="crnn", latency=_timed(1, 4.0)),
+        _row(
+            "vad", "baseline", 0, "dense", 1e6, 5.0, metric="eer", unit="FLOP/s", family="crnn", latency=_timed(1, 8.0)
+        ),
+        _row(
+            "vad", "beta", 0, "b=0.25", 2.5e5, 6.0, metric="eer", unit="FLOP/s", family="crnn", latency=_timed(1, 4.0)
+        ),
     ]
     _put(store, rows)
     report = build_report(store, tmp_path / "report")
