@@ -129,12 +129,16 @@ def check_leaderboard(
 
 
 def store_rows(store_location: str, tasks: list[str] | None = None) -> set[tuple[str, str, str]]:
-    """(task, model family, method) of every row in the store: what the leaderboard must list."""
+    """(task, model family, method) of every row in the store, a reference beside every
+    family of its task: what the leaderboard must list."""
     from bench.store import ResultStore
     from reports.leaderboard import load_frame
 
-    df = load_frame(ResultStore(store_location), tasks)
-    return set(zip(df["task"], df["family"], df["method"]))
+    df = load_frame(ResultStore(store_location, read_only=True), tasks)
+    rows = set(zip(df["task"], df["family"], df["method"]))
+    families = {(t, f) for t, f in zip(df["task"], df["family"])}
+    refs = {(t, m) for t, m, r in zip(df["task"], df["method"], df["reference"]) if r}
+    return rows | {(t, f, m) for t, m in refs for task, f in families if task == t}
 
 
 def main(argv: list[str] | None = None) -> int:
