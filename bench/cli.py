@@ -327,7 +327,7 @@ def _headlines(store, task: str | None) -> str:
     """The per-target headline tables, as text."""
     from reports import leaderboard as lb
     from reports import targets as tg
-    from reports.report import convergence_note
+    from reports.report import convergence_note, headline_title
 
     df = lb.load_frame(store, [task] if task else None)
     groups = lb.make_groups(df) if not df.empty else []
@@ -336,11 +336,7 @@ def _headlines(store, task: str | None) -> str:
     for g in groups:
         shown, _ = tg.wide(tg.target_table(g))
         if not shown.empty:
-            out += [
-                "",
-                f"{g.key}: {g.metric or 'error'} at each FLOP/s target ({g.budget} training steps per candidate)",
-                shown.to_string(index=False),
-            ]
+            out += ["", headline_title(g), shown.to_string(index=False)]
             note = convergence_note(checks.get(g.key))
             out += [note] if note else []
     return "\n".join(out + (["", tg.LEGEND] if out else []))

@@ -125,6 +125,13 @@ def convergence_note(check: dict | None) -> str:
     )
 
 
+def headline_title(g: lb.Group) -> str:
+    """The heading of a group's headline table: metric, budget and the dense model's error."""
+    dense = f"{g.metric_label} {g.dense_error_mean:.4g}" if g.dense_from_baseline else "no dense baseline"
+    steps = f"{g.budget} training steps per candidate"
+    return f"{g.key}: {g.metric_label} at each FLOP/s target ({steps}; dense model: {dense})"
+
+
 def headline_markdown(groups: list[lb.Group], tables: dict[str, pd.DataFrame], checks: dict[str, dict]) -> str:
     """The headline tables as Markdown, one per group that has targets."""
     parts = []
@@ -132,11 +139,7 @@ def headline_markdown(groups: list[lb.Group], tables: dict[str, pd.DataFrame], c
         shown, _ = tg.wide(tables[g.key])
         if shown.empty:
             continue
-        dense = f"{g.metric} {g.dense_error_mean:.4g}" if g.dense_from_baseline else "no dense baseline"
-        parts.append(
-            f"### {g.key}: {g.metric or 'error'} at each FLOP/s target ({g.budget} training steps per candidate; "
-            f"dense model: {dense})\n\n" + to_markdown(shown)
-        )
+        parts.append(f"### {headline_title(g)}\n\n" + to_markdown(shown))
         note = convergence_note(checks.get(g.key))
         if note:
             parts.append(note + "\n")
@@ -157,11 +160,7 @@ def _headline_section(groups: list[lb.Group], tables: dict[str, pd.DataFrame], c
         shown, keys = tg.wide(tables[g.key])
         if shown.empty:
             continue
-        dense = f"{g.metric} {g.dense_error_mean:.4g}" if g.dense_from_baseline else "no dense baseline"
-        parts.append(
-            f"<h3>{html.esc(g.key)}: {html.esc(g.metric or 'error')} ({g.budget} training steps per candidate; "
-            f"dense model: {html.esc(dense)})</h3>"
-        )
+        parts.append(f"<h3>{html.esc(headline_title(g))}</h3>")
         parts.append(html.table(shown, keys, table_id=f"targets-{g.key}"))
         note = convergence_note(checks.get(g.key))
         if note:
