@@ -176,6 +176,7 @@ def plan_runs(
                     continue
                 raise ConfigError(f"method {method_name} does not apply to task {task_name}")
             method.validate(task)
+            method.check_budget(recipe)
             if field_name:
                 floors[method_name] = method.floor(task)
             if not method_cls.per_model_family:  # the same for every model family: planned with the first one only

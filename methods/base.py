@@ -113,6 +113,10 @@ class Method:
         if hasattr(self.config, "slots"):
             self.resolve_slots(task)
 
+    def check_budget(self, recipe: TrainRecipe) -> None:
+        """Reject a training budget (`recipe.steps`) the method cannot split (raise
+        `ConfigError`), before any training."""
+
     def resolve_slots(self, task: Any) -> list[str]:
         """The width slots the method acts on: `config.slots`, or all of the task's if empty."""
         from bench.config import ConfigError

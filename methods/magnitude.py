@@ -33,7 +33,7 @@ from bench.registry import register_method
 from bench.targets import DEFAULT_TARGETS
 from methods.base import Candidate, Method, RunContext
 from methods.pruning.pretrain import pretrained_dense
-from methods.pruning.stepping import closest_count, split_budget, step_targets, validate_schedule
+from methods.pruning.stepping import check_split, closest_count, split_budget, step_targets, validate_schedule
 
 _WEIGHTED = (nn.Linear, nn.modules.conv._ConvNd, nn.RNNBase)
 
@@ -100,6 +100,9 @@ class Magnitude(Method):
     Config = MagnitudeConfig
     knob = "ratios"
     target_field = "ratios"
+
+    def check_budget(self, recipe) -> None:
+        check_split(self.config, self.name, recipe.steps)
 
     def floor(self, task) -> float:
         """Non-zero FLOP ratio with `max_sparsity` of every pruned layer's weights zero: what

@@ -43,7 +43,7 @@ from methods.pruning.counting import flops_at
 from methods.pruning.pretrain import pretrained_dense
 from methods.pruning.scores import feature_scores, lowest, removable, removal_counts, removal_order, slot_costs
 from methods.pruning.slot_groups import SlotGroup, as_task_model, prune_features, slot_groups
-from methods.pruning.stepping import closest_count, split_budget, step_targets, validate_schedule
+from methods.pruning.stepping import check_split, closest_count, split_budget, step_targets, validate_schedule
 from methods.pruning.tp_pruners import IMPORTANCES, dependency_graph
 
 
@@ -78,6 +78,9 @@ class Structured(Method):
     Config = StructuredConfig
     knob = "ratios"
     target_field = "ratios"
+
+    def check_budget(self, recipe) -> None:
+        check_split(self.config, self.name, recipe.steps)
 
     def resolve_slots(self, task) -> list[str]:
         full = task.width_slots()

@@ -96,6 +96,7 @@ def test_targets_option_sets_every_method_and_a_methods_own_setting_wins(tmp_pat
         (["--targets", "1.5"], "(0, 1]"),
         (["--targets", "0.0001"], "under every method's floor"),
         (["--set", "structured.pretrain=0.9", "--set", "structured.step_finetune=0.1"], "must stay under 1"),
+        (["--set", "train.steps=4"], "cannot hold pre-training"),
     ],
 )
 def test_impossible_budget_or_target_is_one_line_and_exit_2(argv, message, tmp_path, capsys, monkeypatch):

@@ -86,3 +86,13 @@ def split_budget(cfg, total: int) -> Budget:
             f"{step} and fine-tuning; raise train.steps or lower pretrain / step_finetune"
         )
     return Budget(pretrain, step, final, total)
+
+
+def check_split(cfg, name: str, total: int) -> None:
+    """`split_budget` at plan time: a budget too small for the schedule is a `ConfigError`."""
+    from bench.config import ConfigError
+
+    try:
+        split_budget(cfg, total)
+    except ValueError as err:
+        raise ConfigError(f"{name}: {err}") from None
