@@ -459,11 +459,17 @@ def run_all(
     return [outcomes[i] for i in range(len(specs))]
 
 
+_LAST_WAIT: list[str] = [""]  # the last waiting message, said once, not at every poll
+
+
 def wait_for_others(specs: list[RunSpec], poll: float | None = None) -> None:
-    """Before another round over the runs another process holds: say so, then sleep."""
+    """Before another round over the runs another process holds: say so (when it changes), then sleep."""
     if specs:
         names = ", ".join(f"{s.task}/{s.method} seed {s.seed}" for s in specs[:3]) + (" ..." if len(specs) > 3 else "")
-        print(f"waiting for {len(specs)} run(s) that another process is running ({names})", file=sys.stderr)
+        message = f"waiting for {len(specs)} run(s) that another process is running ({names})"
+        if message != _LAST_WAIT[0]:
+            print(message, file=sys.stderr, flush=True)
+            _LAST_WAIT[0] = message
         time.sleep(poll if poll is not None else min(5.0, CLAIM_TTL / 4))
 
 
