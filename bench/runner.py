@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from bench import provenance, targets
 from bench.checkpoint import save_candidate
-from bench.complexity import measure
+from bench.complexity import flops_at, measure
 from bench.config import SCALES, ConfigError, TrainRecipe, apply_overrides, config_hash, field_names, parse_set, to_dict
 from bench.latency import cpu_latency_ms
 from bench.registry import get_method_class, get_task_class, method_names, task_names
@@ -331,7 +331,7 @@ def _finish_candidate(
     example = task.example_input()
     cx = measure(model, example)
     per = 1.0 / task.example_seconds if task.example_seconds else 1.0
-    achieved = getattr(cx, cand.target_flops) / _dense_flops(task)
+    achieved = getattr(cx, cand.target_flops) / flops_at(task, {})
     relpath = None  # a reference (an outside model) has no file the task's code could rebuild
     if not info.get("reference"):
         relpath = f"{spec.run_key}/candidate{index}.pt"
@@ -374,20 +374,6 @@ def _finish_candidate(
         "model_path": relpath,
         "info": info,
     }
-
-
-_DENSE_FLOPS: dict[str, int] = {}
-
-
-def _dense_flops(task: Any) -> int:
-    """The counter's FLOPs of the task's full-width model (memoised per task config)."""
-    key = config_hash({"task": task.name, **to_dict(task.config)})
-    if key not in _DENSE_FLOPS:
-        import torch
-
-        with torch.random.fork_rng(devices=[]):  # leave the run's generator as if never called
-            _DENSE_FLOPS[key] = measure(task.build_model(), task.example_input()).flops
-    return _DENSE_FLOPS[key]
 
 
 def _base_row(spec: RunSpec) -> dict[str, Any]:

@@ -27,12 +27,11 @@ import optuna
 import sqlalchemy as sa
 import torch
 
-from bench.complexity import measure
+from bench.complexity import flops_at, measure
 from bench.registry import register_method
 from bench.targets import DEFAULT_TARGETS, TOLERANCE
 from bench.training import NonFiniteLossError
 from methods.base import Candidate, Method, RunContext
-from methods.pruning.counting import flops_at
 from methods.pruning.pretrain import dense_model
 
 SAMPLERS = ("nsga2", "tpe")

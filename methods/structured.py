@@ -35,11 +35,11 @@ from itertools import cycle, islice
 import torch
 from torch.utils.data import DataLoader
 
+from bench.complexity import flops_at
 from bench.registry import register_method
 from bench.targets import DEFAULT_TARGETS
 from methods.base import Candidate, Method, RunContext
 from methods.dynamic.layout import slot_layout
-from methods.pruning.counting import flops_at
 from methods.pruning.pretrain import pretrained_dense
 from methods.pruning.scores import feature_scores, lowest, removable, removal_counts, removal_order, slot_costs
 from methods.pruning.slot_groups import SlotGroup, as_task_model, prune_features, slot_groups

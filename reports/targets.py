@@ -18,6 +18,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from bench.targets import TOLERANCE
 from reports import aggregate as agg
 from reports.leaderboard import Group
 
@@ -65,8 +66,8 @@ def target_table(group: Group) -> pd.DataFrame:
         for method, r in at.groupby("method", sort=True):
             ci = agg.mean_ci(r["error"])
             achieved = pd.to_numeric(r["achieved_ratio"], errors="coerce")
-            over = int((achieved > target * (1 + _tol())).sum())
-            under = int((achieved < target * (1 - _tol())).sum())
+            over = int((achieved > target * (1 + TOLERANCE)).sum())
+            under = int((achieved < target * (1 - TOLERANCE)).sum())
             if method == best:
                 diff = agg.MeanCI(math.nan, math.nan, math.nan, 0)
             else:
@@ -95,12 +96,6 @@ def target_table(group: Group) -> pd.DataFrame:
             )
     table = pd.DataFrame(records, columns=COLUMNS)
     return table.sort_values(["target", "method"], ascending=[False, True]).reset_index(drop=True)
-
-
-def _tol() -> float:
-    from bench.targets import TOLERANCE
-
-    return TOLERANCE
 
 
 def cell_text(r: pd.Series, fmt: str = "{:.3g}") -> str:
