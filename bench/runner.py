@@ -245,6 +245,11 @@ def _knob_values(method: Any, task: Any) -> list[Any]:
     return [replace(method.config, **{method.knob: [v]}) for v in method.knob_values(task)]
 
 
+def run_knob(method: Any) -> Any:
+    """The scalar knob value of a planned run (its config holds a one-element list), or None."""
+    return getattr(method.config, method.knob)[0] if method.knob else None
+
+
 def execute(spec: RunSpec, store: ResultStore, progress: bool = True) -> RunOutcome:
     """Run one spec unless the store has it finished or another process holds its claim
     (status "busy"); store its rows and final status."""
@@ -277,6 +282,7 @@ def _execute_claimed(spec: RunSpec, store: ResultStore, progress: bool) -> RunOu
             models_dir=store.models_dir,
             config=spec.config,
             store_rows=store.rows,
+            knob=run_knob(method),
         )
         for index, candidate in enumerate(method.candidates(ctx)):
             row = _finish_candidate(spec, store, ctx, index, candidate)

@@ -60,6 +60,9 @@ class RunContext:
     # other runs' candidates; None where the run has no store.
     store_rows: Callable[..., list[dict[str, Any]]] | None = None
     device: torch.device = field(default_factory=default_device)  # where training and evaluation run (`--device`)
+    # This run's value of the method's knob (one target, one bound): the runner makes one run
+    # per value of the configured list and hands the method that one value, a scalar.
+    knob: Any = None
 
     def train(
         self,
@@ -154,6 +157,16 @@ class Method:
                 file=sys.stderr,
             )
         return kept
+
+    def knob_value(self, ctx: RunContext) -> Any:
+        """This run's knob value, a scalar: `ctx.knob` as the runner sets it, else the one value
+        configured (a method called directly with a one-value list)."""
+        if ctx.knob is not None:
+            return ctx.knob
+        values = list(getattr(self.config, self.knob))
+        if len(values) != 1:
+            raise ValueError(f"{self.name}: one run takes one {self.knob} value, got {values}; the runner splits lists")
+        return values[0]
 
     def candidates(self, ctx: RunContext) -> Iterator[Candidate]:
         """Yield the candidates of one run."""

@@ -121,70 +121,70 @@ class Magnitude(Method):
         example = task.example_input()
         budget = split_budget(cfg, ctx.recipe.steps)
         short, final = replace(ctx.recipe, steps=budget.step), replace(ctx.recipe, steps=budget.final)
-        for target in cfg.ratios:
-            model, search_seconds = pretrained_dense(ctx, budget.pretrain)
-            # torch.nn.utils.prune flattens weights with .view(-1): channels-last ones must be made contiguous
-            model = model.to(memory_format=torch.contiguous_format)
-            dense = measure(model, example).flops
-            params = prunable_weights(model, cfg.include_head)
-            total = sum(getattr(m, n).numel() for m, n in params)
-            trace = []
-            for i, step_target in enumerate(step_targets(target, cfg.steps)):
-                weights = [effective(m, n) for m, n in params]
-                zeros = sum(int((w == 0).sum()) for w in weights)
-                probe = plain_copy(task, model)
-                probe_params = prunable_weights(probe, cfg.include_head)
-                counter = NonzeroCounter(probe, example)  # traced once; the probe's weights change in place
-                flat = torch.cat([w.flatten() for w in weights])
-                order = torch.argsort(flat.abs(), stable=True)
+        target = self.knob_value(ctx)
+        model, search_seconds = pretrained_dense(ctx, budget.pretrain)
+        # torch.nn.utils.prune flattens weights with .view(-1): channels-last ones must be made contiguous
+        model = model.to(memory_format=torch.contiguous_format)
+        dense = measure(model, example).flops
+        params = prunable_weights(model, cfg.include_head)
+        total = sum(getattr(m, n).numel() for m, n in params)
+        trace = []
+        for i, step_target in enumerate(step_targets(target, cfg.steps)):
+            weights = [effective(m, n) for m, n in params]
+            zeros = sum(int((w == 0).sum()) for w in weights)
+            probe = plain_copy(task, model)
+            probe_params = prunable_weights(probe, cfg.include_head)
+            counter = NonzeroCounter(probe, example)  # traced once; the probe's weights change in place
+            flat = torch.cat([w.flatten() for w in weights])
+            order = torch.argsort(flat.abs(), stable=True)
 
-                def ratio_of(k: int) -> float:
-                    values = flat.clone()
-                    values[order[:k]] = 0
-                    with torch.no_grad():
-                        nn.utils.vector_to_parameters(values, [getattr(m, n) for m, n in probe_params])
-                    return counter.nonzero_flops() / dense
+            def ratio_of(k: int) -> float:
+                values = flat.clone()
+                values[order[:k]] = 0
+                with torch.no_grad():
+                    nn.utils.vector_to_parameters(values, [getattr(m, n) for m, n in probe_params])
+                return counter.nonzero_flops() / dense
 
-                k = closest_count(ratio_of, step_target, zeros, int(cfg.max_sparsity * total))
-                if k > zeros:
-                    prune.global_unstructured(
-                        params,
-                        pruning_method=prune.L1Unstructured,
-                        amount=k - zeros,
-                        importance_scores={(m, n): w.abs() for (m, n), w in zip(params, weights)},
-                    )
-                trace.append(
-                    {
-                        "step_target": round(step_target, 5),
-                        "sparsity": round(k / total, 5),
-                        "nonzero_ratio": round(ratio_of(k), 5),
-                    }
+            k = closest_count(ratio_of, step_target, zeros, int(cfg.max_sparsity * total))
+            if k > zeros:
+                prune.global_unstructured(
+                    params,
+                    pruning_method=prune.L1Unstructured,
+                    amount=k - zeros,
+                    importance_scores={(m, n): w.abs() for (m, n), w in zip(params, weights)},
                 )
-                if i < cfg.steps - 1 and budget.step > 0:
-                    search_seconds += ctx.train(model, recipe=short, desc=f"{task.name}/magnitude step {i + 1}").seconds
-            report = ctx.train(model, recipe=final, desc=f"{task.name}/magnitude ratio={target} fine-tune")
-            for m, n in params:
-                if prune.is_pruned(m) and hasattr(m, n + "_mask"):
-                    prune.remove(m, n)
-            sparsity = sum(int((getattr(m, n) == 0).sum()) for m, n in params) / total
-            cx = measure(model, example)
-            yield Candidate(
-                model=model.eval(),
-                widths=task.resolve_widths(None),
-                label=f"ratio={target}",
-                train_seconds=report.seconds,
-                search_seconds=search_seconds,
-                train_steps=budget.total,
-                target_ratio=target,
-                target_flops="nonzero_flops",
-                info={
-                    "sparsity": sparsity,
-                    "nonzero_ratio": cx.nonzero_flops / dense,
-                    "dense_ratio": cx.flops / dense,
-                    "budget_split": vars(budget),
-                    "include_head": cfg.include_head,
-                    "steps": trace,
-                    "final_train_loss": report.final_loss,
-                    "loss_curve": report.loss_curve,
-                },
+            trace.append(
+                {
+                    "step_target": round(step_target, 5),
+                    "sparsity": round(k / total, 5),
+                    "nonzero_ratio": round(ratio_of(k), 5),
+                }
             )
+            if i < cfg.steps - 1 and budget.step > 0:
+                search_seconds += ctx.train(model, recipe=short, desc=f"{task.name}/magnitude step {i + 1}").seconds
+        report = ctx.train(model, recipe=final, desc=f"{task.name}/magnitude ratio={target} fine-tune")
+        for m, n in params:
+            if prune.is_pruned(m) and hasattr(m, n + "_mask"):
+                prune.remove(m, n)
+        sparsity = sum(int((getattr(m, n) == 0).sum()) for m, n in params) / total
+        cx = measure(model, example)
+        yield Candidate(
+            model=model.eval(),
+            widths=task.resolve_widths(None),
+            label=f"ratio={target}",
+            train_seconds=report.seconds,
+            search_seconds=search_seconds,
+            train_steps=budget.total,
+            target_ratio=target,
+            target_flops="nonzero_flops",
+            info={
+                "sparsity": sparsity,
+                "nonzero_ratio": cx.nonzero_flops / dense,
+                "dense_ratio": cx.flops / dense,
+                "budget_split": vars(budget),
+                "include_head": cfg.include_head,
+                "steps": trace,
+                "final_train_loss": report.final_loss,
+                "loss_curve": report.loss_curve,
+            },
+        )

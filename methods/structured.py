@@ -98,63 +98,59 @@ class Structured(Method):
         dense = flops_at(task, {})
         budget = split_budget(cfg, ctx.recipe.steps)
         short, final = replace(ctx.recipe, steps=budget.step), replace(ctx.recipe, steps=budget.final)
-        for target in cfg.ratios:
-            model, search_seconds = pretrained_dense(ctx, budget.pretrain)
-            widths, trace, grouped = task.resolve_widths(None), [], {}
-            for i, step_target in enumerate(step_targets(target, cfg.steps)):
-                graph = dependency_graph(model, example)
-                groups = slot_groups(graph, model, layout, widths, slots)
-                grouped = {s: sum(g.slot == s for g in groups) for s in slots}
-                scores = self.group_scores(ctx, model, groups)
-                order = removal_order(slot_costs([(g.slot, s) for g, s in zip(groups, scores)]))
-                sizes = {s: widths[s] for s in slots if grouped[s]}
+        target = self.knob_value(ctx)
+        model, search_seconds = pretrained_dense(ctx, budget.pretrain)
+        widths, trace, grouped = task.resolve_widths(None), [], {}
+        for i, step_target in enumerate(step_targets(target, cfg.steps)):
+            graph = dependency_graph(model, example)
+            groups = slot_groups(graph, model, layout, widths, slots)
+            grouped = {s: sum(g.slot == s for g in groups) for s in slots}
+            scores = self.group_scores(ctx, model, groups)
+            order = removal_order(slot_costs([(g.slot, s) for g, s in zip(groups, scores)]))
+            sizes = {s: widths[s] for s in slots if grouped[s]}
 
-                def ratio_of(k: int) -> float:
-                    return (
-                        flops_at(
-                            task, {**widths, **{s: sizes[s] - c for s, c in removal_counts(order, sizes, k).items()}}
-                        )
-                        / dense
-                    )
-
-                counts = removal_counts(order, sizes, closest_count(ratio_of, step_target, 0, removable(sizes)))
-                for g, s in zip(groups, scores):
-                    prune_features(graph, g, lowest(s, counts[g.slot]))
-                model, widths = as_task_model(task, model, layout)
-                trace.append(
-                    {
-                        "step_target": round(step_target, 5),
-                        "ratio": round(flops_at(task, widths) / dense, 5),
-                        "widths": dict(widths),
-                    }
+            def ratio_of(k: int) -> float:
+                return (
+                    flops_at(task, {**widths, **{s: sizes[s] - c for s, c in removal_counts(order, sizes, k).items()}})
+                    / dense
                 )
-                if i < cfg.steps - 1 and budget.step > 0:
-                    search_seconds += ctx.train(
-                        model, recipe=short, desc=f"{task.name}/structured step {i + 1}"
-                    ).seconds
-            report = ctx.train(model, recipe=final, desc=f"{task.name}/structured ratio={target} fine-tune")
-            ratio = (
-                flops_at(task, widths) / dense
-            )  # the counter on the task's model at these widths: the pruned model's shapes
-            yield Candidate(
-                model=model.eval(),
-                widths=dict(widths),
-                label=f"ratio={target}",
-                train_seconds=report.seconds,
-                search_seconds=search_seconds,
-                train_steps=budget.total,
-                target_ratio=target,
-                info={
-                    "achieved_ratio": ratio,
-                    "dense_flops": dense,
-                    "budget_split": vars(budget),
-                    "importance": cfg.importance,
-                    "steps": trace,
-                    "tp_groups": grouped,
-                    "final_train_loss": report.final_loss,
-                    "loss_curve": report.loss_curve,
-                },
+
+            counts = removal_counts(order, sizes, closest_count(ratio_of, step_target, 0, removable(sizes)))
+            for g, s in zip(groups, scores):
+                prune_features(graph, g, lowest(s, counts[g.slot]))
+            model, widths = as_task_model(task, model, layout)
+            trace.append(
+                {
+                    "step_target": round(step_target, 5),
+                    "ratio": round(flops_at(task, widths) / dense, 5),
+                    "widths": dict(widths),
+                }
             )
+            if i < cfg.steps - 1 and budget.step > 0:
+                search_seconds += ctx.train(model, recipe=short, desc=f"{task.name}/structured step {i + 1}").seconds
+        report = ctx.train(model, recipe=final, desc=f"{task.name}/structured ratio={target} fine-tune")
+        ratio = (
+            flops_at(task, widths) / dense
+        )  # the counter on the task's model at these widths: the pruned model's shapes
+        yield Candidate(
+            model=model.eval(),
+            widths=dict(widths),
+            label=f"ratio={target}",
+            train_seconds=report.seconds,
+            search_seconds=search_seconds,
+            train_steps=budget.total,
+            target_ratio=target,
+            info={
+                "achieved_ratio": ratio,
+                "dense_flops": dense,
+                "budget_split": vars(budget),
+                "importance": cfg.importance,
+                "steps": trace,
+                "tp_groups": grouped,
+                "final_train_loss": report.final_loss,
+                "loss_curve": report.loss_curve,
+            },
+        )
 
     def group_scores(self, ctx: RunContext, model: torch.nn.Module, groups: list[SlotGroup]) -> list[torch.Tensor]:
         """Per-feature importance of each group (taylor: gradients summed over a few batches)."""

@@ -72,6 +72,20 @@ def test_every_method_has_a_config_and_a_description(name):
         assert isinstance(getattr(cls.Config(), cls.knob), list)
 
 
+def test_a_running_method_gets_one_scalar_knob_value():
+    from bench.runner import plan_runs, run_knob
+    from methods.base import RunContext
+
+    specs = plan_runs(["synthetic"], ["structured", "noise_injection"], seeds=[0], scale="smoke")
+    values = sorted((s.method, run_knob(s.build_method())) for s in specs)
+    assert values == sorted((m, t) for m in ("structured", "noise_injection") for t in (0.5, 0.25, 0.125))
+    method = specs[0].build_method()
+    ctx = RunContext(task=None, seed=0, recipe=None, knob=0.25)
+    assert method.knob_value(ctx) == 0.25
+    with pytest.raises(ValueError, match="one run takes one"):  # a list of several is the runner's to split
+        type(method)().knob_value(RunContext(task=None, seed=0, recipe=None))
+
+
 @pytest.mark.parametrize("name,overrides", [pytest.param(n, o, id=i) for i, n, o in task_variants()])
 def test_every_slot_is_marked_by_width_masks_that_act_on_its_features(name, overrides):
     from tasks.base import width_masks

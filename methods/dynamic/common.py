@@ -174,35 +174,35 @@ class DynamicWidthMethod(Method):
         task = ctx.task
         slots = self.resolve_slots(task)
         flops = FlopsModel.for_task(task, slots)
-        for knob in getattr(self.config, self.knob):
-            controller = self.make_controller(task, slots, flops, knob, ctx.recipe.steps)
-            model = task.build_model()
-            self.prepare_model(model)
-            controller.bind(model)
-            controller.record_every = max(1, ctx.recipe.steps // 100)
-            report = ctx.train(model, hooks=controller, desc=f"{task.name}/{self.name} {self.label(knob)}")
-            model.eval()
-            keep = controller.keep()
-            unmask_weights(model)
-            small, widths = consolidate(task, model, keep)
-            yield Candidate(
-                model=small,
-                widths=widths,
-                label=self.label(knob),
-                train_seconds=report.seconds,
-                train_steps=ctx.recipe.steps,
-                target_ratio=knob if self.knob == "target" else None,
-                info={
-                    "width_trajectory": controller.trajectory,
-                    "final_soft_widths": {s: float(w.detach()) for s, w in controller.soft_widths().items()},
-                    "predicted_flops": float(flops({s: len(keep[s]) for s in slots})),
-                    "predicted_ratio": float(flops.ratio({s: len(keep[s]) for s in slots})),
-                    "width_lr": controller.width_lr,
-                    "final_train_loss": report.final_loss,
-                    "loss_curve": report.loss_curve,
-                    **controller.summary(),
-                },
-            )
+        knob = self.knob_value(ctx)
+        controller = self.make_controller(task, slots, flops, knob, ctx.recipe.steps)
+        model = task.build_model()
+        self.prepare_model(model)
+        controller.bind(model)
+        controller.record_every = max(1, ctx.recipe.steps // 100)
+        report = ctx.train(model, hooks=controller, desc=f"{task.name}/{self.name} {self.label(knob)}")
+        model.eval()
+        keep = controller.keep()
+        unmask_weights(model)
+        small, widths = consolidate(task, model, keep)
+        yield Candidate(
+            model=small,
+            widths=widths,
+            label=self.label(knob),
+            train_seconds=report.seconds,
+            train_steps=ctx.recipe.steps,
+            target_ratio=knob if self.knob == "target" else None,
+            info={
+                "width_trajectory": controller.trajectory,
+                "final_soft_widths": {s: float(w.detach()) for s, w in controller.soft_widths().items()},
+                "predicted_flops": float(flops({s: len(keep[s]) for s in slots})),
+                "predicted_ratio": float(flops.ratio({s: len(keep[s]) for s in slots})),
+                "width_lr": controller.width_lr,
+                "final_train_loss": report.final_loss,
+                "loss_curve": report.loss_curve,
+                **controller.summary(),
+            },
+        )
 
     def make_controller(self, task, slots: list[str], flops: FlopsModel, knob: float, steps: int) -> WidthController:
         raise NotImplementedError
