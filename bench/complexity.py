@@ -30,6 +30,7 @@ with warnings.catch_warnings():
 
 from bench.config import to_dict
 from bench.op_handles import FREE_OPS, HANDLES
+from bench.shared_state import SharedState
 
 __all__ = ["Complexity", "NonzeroCounter", "measure", "profile_table"]
 
@@ -265,19 +266,18 @@ def profile_table(model: nn.Module, example_input: Inputs, max_depth: int = 3) -
     )
 
 
-_FLOPS_AT: dict[tuple, int] = {}
-
-
-def flops_at(task, widths: dict[str, int]) -> int:
+def flops_at(task, widths: dict[str, int], shared: SharedState | None = None) -> int:
     """The counter's FLOPs of `task.build_model(widths)` on its example input (unnamed slots
-    at full width; `{}` is the dense model), memoised per process: the runner's target check
-    and the methods' width searches ask for the same widths many times, and each count is an
-    fvcore trace."""
+    at full width; `{}` is the dense model), memoised in `shared` if given: the runner's
+    target check and the methods' width searches ask for the same widths many times, and
+    each count is an fvcore trace."""
     widths = task.resolve_widths(widths)
-    key = (json.dumps([task.name, to_dict(task.config)], sort_keys=True), tuple(sorted(widths.items())))
-    if key not in _FLOPS_AT:
-        if len(_FLOPS_AT) >= 4096:
-            _FLOPS_AT.pop(next(iter(_FLOPS_AT)))
+
+    def count() -> int:
         with torch.random.fork_rng(devices=[]):  # memoised: leave the run's generator as if never called
-            _FLOPS_AT[key] = measure(task.build_model(widths), task.example_input()).flops
-    return _FLOPS_AT[key]
+            return measure(task.build_model(widths), task.example_input()).flops
+
+    if shared is None:
+        return count()
+    key = (json.dumps([task.name, to_dict(task.config)], sort_keys=True), tuple(sorted(widths.items())))
+    return shared.memo("flops_at", key, count)

@@ -22,11 +22,13 @@ from bench import provenance, targets
 from bench.checkpoint import save_candidate
 from bench.complexity import flops_at, measure
 from bench.config import SCALES, ConfigError, TrainRecipe, apply_overrides, config_hash, field_names, parse_set, to_dict
+from bench.context import run_context
+from bench.contracts import Candidate, RunContext
 from bench.latency import cpu_latency_ms
 from bench.registry import get_method_class, get_task_class, method_names, task_names
+from bench.shared_state import SharedState
 from bench.store import CLAIM_TTL, ResultStore
 from bench.training import seed_everything
-from methods.base import Candidate, RunContext
 
 DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_SUITE = "default"  # `--task default`: what each task puts in the main job
@@ -250,9 +252,16 @@ def run_knob(method: Any) -> Any:
     return getattr(method.config, method.knob)[0] if method.knob else None
 
 
-def execute(spec: RunSpec, store: ResultStore, progress: bool = True) -> RunOutcome:
+def shared_state(store: ResultStore) -> SharedState:
+    """The state runs into `store` share in one process (memos, the store's rows, models
+    folder and study database); the runner makes one per process and hands it to each run."""
+    return SharedState(store.url, store.models_dir, store.rows)
+
+
+def execute(spec: RunSpec, store: ResultStore, progress: bool = True, shared: SharedState | None = None) -> RunOutcome:
     """Run one spec unless the store has it finished or another process holds its claim
-    (status "busy"); store its rows and final status."""
+    (status "busy"); store its rows and final status. `shared`: the state of this process's
+    runs into `store` (a new one if None)."""
     if store.run_status(spec.run_key) == "ok":
         return RunOutcome(spec, "skipped", store.rows(run_key=spec.run_key))
     with store.claimed(spec.run_key) as ours:
@@ -261,10 +270,10 @@ def execute(spec: RunSpec, store: ResultStore, progress: bool = True) -> RunOutc
             return RunOutcome(spec, "busy", reason=f"being run by {holder}")
         if store.run_status(spec.run_key) == "ok":  # finished by the claim's previous holder
             return RunOutcome(spec, "skipped", store.rows(run_key=spec.run_key))
-        return _execute_claimed(spec, store, progress)
+        return _execute_claimed(spec, store, progress, shared or shared_state(store))
 
 
-def _execute_claimed(spec: RunSpec, store: ResultStore, progress: bool) -> RunOutcome:
+def _execute_claimed(spec: RunSpec, store: ResultStore, progress: bool, shared: SharedState) -> RunOutcome:
     store.start_run(spec.run_key, spec.task, spec.method, spec.config_hash, spec.seed)
     seed_everything(spec.seed)
     start = time.perf_counter()
@@ -272,16 +281,14 @@ def _execute_claimed(spec: RunSpec, store: ResultStore, progress: bool) -> RunOu
     status, reason = "done", None
     try:
         task, method = spec.build_task(), spec.build_method()
-        ctx = RunContext(
-            task=task,
-            seed=spec.seed,
-            recipe=spec.recipe,
+        ctx = run_context(
+            task,
+            spec.seed,
+            spec.recipe,
+            shared,
             progress=progress,
-            store_url=store.url,
             run_key=spec.run_key,
-            models_dir=store.models_dir,
             config=spec.config,
-            store_rows=store.rows,
             knob=run_knob(method),
         )
         for index, candidate in enumerate(method.candidates(ctx)):
@@ -289,7 +296,7 @@ def _execute_claimed(spec: RunSpec, store: ResultStore, progress: bool) -> RunOu
             check_converged(task, candidate.model, row["error"], candidate.label or f"candidate {index}")
             rows.append(row)
     except Exception as err:  # a failed run is stored with its reason; the others go on
-        status, reason = "failed", _one_line(err)
+        status, reason = "failed", one_line(err)
         rows = [{**_base_row(spec), "status": "failed", "reason": reason}]
         shutil.rmtree(store.models_dir / spec.run_key, ignore_errors=True)  # no model files of a failed run
     store.finish_run(spec.run_key, rows, "ok" if status == "done" else "failed", reason, time.perf_counter() - start)
@@ -337,7 +344,7 @@ def _finish_candidate(
     example = task.example_input()
     cx = measure(model, example)
     per = 1.0 / task.example_seconds if task.example_seconds else 1.0
-    achieved = getattr(cx, cand.target_flops) / flops_at(task, {})
+    achieved = getattr(cx, cand.target_flops) / flops_at(task, {}, ctx.shared)
     relpath = None  # a reference (an outside model) has no file the task's code could rebuild
     if not info.get("reference"):
         relpath = f"{spec.run_key}/candidate{index}.pt"
@@ -405,7 +412,7 @@ def store_failure(spec: RunSpec, store: ResultStore, reason: str) -> RunOutcome:
     return RunOutcome(spec, "failed", [], reason)
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 
@@ -433,13 +440,14 @@ def run_all(
 
         return run_parallel(specs, store, progress, jobs, threads)
     outcomes: dict[int, RunOutcome] = {}
+    shared = shared_state(store)  # one per process: these runs reuse each other's memos and dense models
     bar = RunProgress(len(specs), "runs", progress)
     pending = list(range(len(specs)))
     while pending:
         busy = []
         for i in pending:
             bar.running(specs[i])
-            outcome = execute(specs[i], store, progress=progress)
+            outcome = execute(specs[i], store, progress=progress, shared=shared)
             if outcome.status == "busy":
                 busy.append(i)
             else:
@@ -518,7 +526,7 @@ def prepare_data(specs: list[RunSpec]) -> None:
                 ) from None
 
 
-def _start_order(spec: RunSpec) -> int:
+def start_order(spec: RunSpec) -> int:
     """Sort key of the parallel queue: searches first (the longest runs: one started last
     leaves a core idle at the end), the rest in plan order."""
     return 0 if get_method_class(spec.method).runs_long else 1

@@ -6,13 +6,13 @@ one grid give the same results. Runs already finished in the store are not submi
 restarted sweep only does what is left; that makes `Tuner.restore` unnecessary here (a
 trial is idempotent by its run key), and a trial killed with its node is simply redone.
 
-An `optuna` run is not one trial: its search's trials become Tune trials driven by Ray
-Tune's `OptunaSearch` on the method's own study (same database, same name, same sampler and
-search space), so one search spreads over the cluster. Each trial trains with the method's
-own trial function (`methods.optuna_search.run_trial`) and its user attributes are set on the
-Optuna trial as the method would set them; then `execute` collects the Pareto front as in a
-serial run (every trial complete: nothing is trained). A restarted sweep runs only the
-trials still missing in the study.
+A run of a search method (one whose class sets `search`) is not one trial: its study's
+trials become Tune trials driven by Ray Tune's `OptunaSearch` on the method's own study
+(same database, same name, same sampler and search space), so one search spreads over the
+cluster. Each trial runs the method's one objective (`run_search_trial`) and the method
+records the result on its study's trial (`record_search_trial`); then `execute` collects
+the candidates as in a serial run (every trial complete: nothing is trained). A restarted
+sweep runs only the trials still missing in the study.
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from bench.runner import RunSpec, _one_line, execute, store_failure, wait_for_others
+from bench.context import run_context
+from bench.registry import get_method_class
+from bench.runner import RunSpec, execute, one_line, store_failure, wait_for_others
+from bench.shared_state import SharedState
 from bench.store import CLAIM_TTL, ResultStore
 
 
@@ -83,15 +86,17 @@ def _trial(config: dict, specs: list[RunSpec], store_url: str, models_dir: str, 
     tune.report({"status": outcome.status, "candidates": len(outcome.rows), "reason": outcome.reason or ""})
 
 
-OPTUNA = "optuna"  # the method whose runs are searches spread over Tune trials
-TRIAL_KEY = "optuna_trial"  # the Optuna trial number, in each Tune trial's config
+TRIAL_KEY = "search_trial"  # the study's trial number, in each Tune trial's config
 
 
-def _make_searcher(**kwargs):
-    """Ray Tune's OptunaSearch, telling each Optuna trial its user attributes with its values."""
+def is_search(spec: RunSpec) -> bool:
+    return bool(getattr(get_method_class(spec.method), "search", False))
+
+
+def _make_searcher(method: Any, **kwargs):
+    """Ray Tune's OptunaSearch, telling each study trial its number and letting the method
+    record each finished trial's result on it."""
     from ray.tune.search.optuna import OptunaSearch as TuneOptunaSearch
-
-    from methods.optuna_search import USER_ATTRS
 
     class StudySearch(TuneOptunaSearch):
         def suggest(self, trial_id: str) -> dict | None:
@@ -100,58 +105,40 @@ def _make_searcher(**kwargs):
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             if result and not error and trial_id in self._ot_trials and trial_id not in self._completed_trials:
-                ot_trial = self._ot_trials[trial_id]
-                for key in ("duplicate_of", *USER_ATTRS):
-                    if key in result:
-                        ot_trial.set_user_attr(key, result[key])
+                method.record_search_trial(self._ot_trials[trial_id], result)
             super().on_trial_complete(trial_id, result, error)
 
     return StudySearch(**kwargs)
 
 
-def _optuna_trial(config: dict, spec: RunSpec, slots: list[str], store_url: str, models_dir: str, threads: int) -> None:
+_ACTOR_STATE: dict[str, SharedState] = {}  # store URL -> the state of this (reused) Ray worker's runs
+
+
+def _search_context(spec: RunSpec, store_url: str, models_dir: str):
+    """The run's context in a Ray worker: the task and its data are built once per worker
+    process and search, as the serial method builds them once for all its trials (each
+    trial seeds itself, so results do not change)."""
+    if store_url not in _ACTOR_STATE:
+        _ACTOR_STATE.clear()
+        _ACTOR_STATE[store_url] = SharedState(store_url, models_dir)
+    shared = _ACTOR_STATE[store_url]
+    task = shared.memo("search_task", spec.run_key, spec.build_task, keep=1)  # one task's data in memory
+    return run_context(task, spec.seed, spec.recipe, shared, progress=False, run_key=spec.run_key, config=spec.config)
+
+
+def _search_trial(config: dict, spec: RunSpec, store_url: str, models_dir: str, threads: int) -> None:
     """One Tune trial of a search: the method's objective at the widths Optuna proposed."""
     import torch
     from ray import tune
 
     from bench.training import seed_everything
-    from methods.base import RunContext
-    from methods.optuna_search import open_study, trial_index, trial_result
 
     torch.set_num_threads(threads)
-    study = open_study(store_url, _study_name(spec))
-    number = int(config[TRIAL_KEY])
     seed_everything(spec.seed)  # as `execute` seeds a serial run
-    task = _search_task(spec)
-    ctx = RunContext(
-        task=task,
-        seed=spec.seed,
-        recipe=spec.recipe,
-        progress=False,
-        store_url=store_url,
-        run_key=spec.run_key,
-        models_dir=models_dir,
-        config=spec.config,
-    )
-    full = {s: task.width_slots()[s] for s in slots}
-    widths = {s: int(config[s]) for s in slots}
-    tune.report(trial_result(ctx, study, widths, trial_index(study, study.trials[number]), full))
-
-
-_TASKS: dict[str, Any] = {}  # run key -> that search's task, in this (reused) worker process
-
-
-def _search_task(spec: RunSpec):
-    """The search's task and its data, built once per worker process, as the serial method
-    builds it once for all its trials (each trial seeds itself, so results do not change)."""
-    if spec.run_key not in _TASKS:
-        _TASKS.clear()  # one search at a time: hold one task's data in memory
-        _TASKS[spec.run_key] = spec.build_task()
-    return _TASKS[spec.run_key]
-
-
-def _study_name(spec: RunSpec) -> str:
-    return f"bench:{spec.run_key}"  # the name the method gives its study
+    ctx = _search_context(spec, store_url, models_dir)
+    method = spec.build_method()
+    study = method.search_study(ctx)
+    tune.report(method.run_search_trial(ctx, study, int(config[TRIAL_KEY]), config))
 
 
 def _search(
@@ -165,32 +152,37 @@ def _search(
     callbacks: list | None = None,
     resources: dict | None = None,
 ) -> int:
-    """Run the trials still missing in the study of optuna run `spec` as Tune trials; returns how many."""
-    import optuna
+    """Run the trials still missing in the study of search run `spec` as Tune trials; returns how many."""
     from ray import tune
 
-    from methods.optuna_search import complete_trials, open_study, rdb_storage
-
-    task, method = spec.build_task(), spec.build_method()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(store_url, _study_name(spec))
-    missing = method.config.trials - len(complete_trials(study))
+    method = spec.build_method()
+    ctx = run_context(
+        spec.build_task(),
+        spec.seed,
+        spec.recipe,
+        SharedState(store_url, models_dir),
+        progress=False,
+        run_key=spec.run_key,
+        config=spec.config,
+    )
+    study = method.search_study(ctx)
+    missing = method.trials_missing(study)
     if missing <= 0:
         return 0
-    method.prepare(study, task, spec.seed)  # the method's sampler and full-width start trial
+    method.prepare_search(ctx, study)
     searcher = _make_searcher(
-        space=method.space(task),
-        metric=["error", "flops"],
-        mode=["min", "min"],
+        method,
+        space=method.search_space(ctx.task),
+        metric=[name for name, _ in method.search_objectives],
+        mode=[mode for _, mode in method.search_objectives],
         sampler=study.sampler,
-        storage=rdb_storage(store_url),
+        storage=method.search_storage(ctx),
         study_name=study.study_name,
     )
     trainable = tune.with_resources(
         tune.with_parameters(
-            _optuna_trial,
+            _search_trial,
             spec=spec,
-            slots=method.resolve_slots(task),
             store_url=store_url,
             models_dir=models_dir,
             threads=cpus_per_trial,
@@ -201,7 +193,7 @@ def _search(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=missing, reuse_actors=True),
         run_config=tune.RunConfig(
-            name=f"{name}-optuna-{spec.config_hash[:12]}-seed{spec.seed}",
+            name=f"{name}-{spec.method}-{spec.config_hash[:12]}-seed{spec.seed}",
             storage_path=str(ray_dir),
             verbose=1 if progress else 0,
             callbacks=list(callbacks or []),
@@ -241,8 +233,8 @@ def sweep(
     store_url = store.url if store.sqlite_path is None else f"sqlite:///{store.sqlite_path.resolve()}"
     models_dir = str(Path(store.models_dir).resolve())
     ray_dir = (store.sqlite_path.parent if store.sqlite_path is not None else Path("bench-results")).resolve() / "ray"
-    runs = [s for s in pending if s.method != OPTUNA]
-    searches = [s for s in pending if s.method == OPTUNA]
+    runs = [s for s in pending if not is_search(s)]
+    searches = [s for s in pending if is_search(s)]
     if runs:
         trainable = tune.with_resources(
             tune.with_parameters(
@@ -293,7 +285,7 @@ def _claimed_search(spec: RunSpec, store: ResultStore, store_url: str, *args) ->
                 try:
                     _search(spec, store_url, *args)
                 except Exception as err:  # stored as a failed run (not trained here instead); the other runs go on
-                    store_failure(spec, store, _one_line(err))
+                    store_failure(spec, store, one_line(err))
                     return "failed"
                 # The Pareto front, as a serial run stores it; nothing is left to train.
                 outcome = execute(spec, store, progress=False)

@@ -20,7 +20,17 @@ import time
 from concurrent.futures import as_completed
 from concurrent.futures.process import BrokenProcessPool
 
-from bench.runner import RunOutcome, RunProgress, RunSpec, _start_order, execute, store_failure, wait_for_others
+from bench.runner import (
+    RunOutcome,
+    RunProgress,
+    RunSpec,
+    execute,
+    shared_state,
+    start_order,
+    store_failure,
+    wait_for_others,
+)
+from bench.shared_state import SharedState
 from bench.store import ResultStore
 
 DEATHS_ALLOWED = 1  # a run whose worker died this many times is retried once more, then stored as failed
@@ -32,7 +42,7 @@ def run_parallel(specs: list[RunSpec], store: ResultStore, progress: bool, jobs:
         if store.run_status(spec.run_key) == "ok":
             outcomes[i] = RunOutcome(spec, "skipped", store.rows(run_key=spec.run_key))
     bar = RunProgress(len(specs), f"runs ({jobs} at once)", progress, done=len(outcomes))
-    pending = sorted((i for i in range(len(specs)) if i not in outcomes), key=lambda i: _start_order(specs[i]))
+    pending = sorted((i for i in range(len(specs)) if i not in outcomes), key=lambda i: start_order(specs[i]))
     deaths: dict[str, int] = {}
     try:
         while pending:
@@ -113,15 +123,17 @@ def _after_a_death(specs, pending, store, outcomes, deaths, culprits: dict[int, 
             )
 
 
-_WORKER_STORE: ResultStore | None = None
+# This worker process's store and the state its runs share (the runner's, one per process).
+_WORKER: tuple[ResultStore, SharedState] | None = None
 
 
 def _worker_init(store_url: str, models_dir: str, threads: int, parent: int) -> None:
     import torch
 
-    global _WORKER_STORE
+    global _WORKER
     torch.set_num_threads(threads)
-    _WORKER_STORE = ResultStore(store_url, models_dir)
+    store = ResultStore(store_url, models_dir)
+    _WORKER = (store, shared_state(store))
     threading.Thread(target=_exit_with_parent, args=(parent,), name="parent watch", daemon=True).start()
 
 
@@ -133,5 +145,6 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _worker_execute(spec: RunSpec) -> RunOutcome:
-    assert _WORKER_STORE is not None, "worker not initialised"
-    return execute(spec, _WORKER_STORE, progress=False)  # one bar, the parent's: workers' bars would interleave
+    assert _WORKER is not None, "worker not initialised"
+    store, shared = _WORKER
+    return execute(spec, store, progress=False, shared=shared)  # one bar, the parent's: workers' bars would interleave

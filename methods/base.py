@@ -9,81 +9,13 @@ stores it, so every method is measured the same way. A method that trains by its
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
-import torch
-from torch import nn
+from bench.config import ConfigError, TrainRecipe
+from bench.contracts import Candidate, RunContext
 
-from bench.config import TrainRecipe
-from bench.device import default_device
-from bench.training import TrainingHooks, TrainReport
-
-
-@dataclass
-class Candidate:
-    """One model a method proposes."""
-
-    model: nn.Module  # plain module at its final widths, no method-specific parts left
-    widths: dict[str, int]  # slot name → width, so the task can rebuild the model
-    label: str = ""  # short name of the knob setting, e.g. "kappa_min=0.25"
-    needs_training: bool = False  # True: the runner trains it with the task's recipe
-    train_seconds: float = 0.0  # training the method already spent on this model
-    search_seconds: float = 0.0  # cost beyond that: pre-training, fine-tuning, search trials
-    # Optimizer steps in the model's whole lineage (the dense pre-training it started from,
-    # pruning steps, fine-tuning), before the runner trains it (`needs_training` adds the
-    # recipe's steps). At default settings every method's candidates carry the same number.
-    train_steps: int = 0
-    search_steps: int = 0  # optimizer steps spent beyond the lineage (other search trials)
-    target_ratio: float | None = (
-        None  # the FLOP/s target asked for, as a fraction of the dense model's; None: no target
-    )
-    target_flops: str = "flops"  # the row column the target is met in: "flops", or "nonzero_flops" for sparse models
-    info: dict[str, Any] = field(default_factory=dict)  # anything the method records (JSON-able)
-
-
-@dataclass
-class RunContext:
-    """What a method gets for one run."""
-
-    task: Any  # a tasks.base.Task
-    seed: int
-    recipe: TrainRecipe  # the task's recipe after command-line overrides
-    progress: bool = True
-    store_url: str | None = None  # the result store's SQLAlchemy URL, for methods that keep state there (Optuna)
-    run_key: str = ""  # this run's key in the store, e.g. to name an Optuna study
-    models_dir: Path | None = None  # the store's models folder, for state shared between runs (pre-trained models)
-    config: dict[str, Any] = field(default_factory=dict)  # the run's resolved config (task, method, train, scale)
-    # Read-only view of the store's result rows (`ResultStore.rows`), for methods that build on
-    # other runs' candidates; None where the run has no store.
-    store_rows: Callable[..., list[dict[str, Any]]] | None = None
-    device: torch.device = field(default_factory=default_device)  # where training and evaluation run (`--device`)
-    # This run's value of the method's knob (one target, one bound): the runner makes one run
-    # per value of the configured list and hands the method that one value, a scalar.
-    knob: Any = None
-
-    def train(
-        self,
-        model: nn.Module,
-        hooks: TrainingHooks | None = None,
-        recipe: TrainRecipe | None = None,
-        desc: str = "train",
-    ) -> TrainReport:
-        """Train `model` in place with the shared loop (the run's recipe unless one is given)."""
-        from bench.training import train
-
-        return train(
-            self.task,
-            model,
-            self.seed,
-            recipe or self.recipe,
-            hooks=hooks,
-            progress=self.progress,
-            desc=desc,
-            device=self.device,
-        )
+__all__ = ["Candidate", "Method", "RunContext"]  # a method module imports all three from here
 
 
 class Method:
@@ -102,6 +34,13 @@ class Method:
     per_model_family: ClassVar[bool] = True  # False: its result is the same for every model family (a reference)
     in_all: ClassVar[bool] = True  # part of `--method all` (False: an extra, run when named)
     runs_long: ClassVar[bool] = False  # one run trains many models (a search): parallel jobs start these first
+    # True: a run is a study of independent trials, which `bench sweep` spreads over the cluster's
+    # workers. Such a method also has `search_objectives` ((name, "min"|"max"), ...) and
+    # implements `search_study(ctx)`, `prepare_search(ctx, study)`, `search_storage(ctx)`,
+    # `trials_missing(study)`, `search_space(task)`, `run_search_trial(ctx, study, number,
+    # params)` (its one objective) and `record_search_trial(trial, result)`;
+    # `methods/optuna_search.py` is one.
+    search: ClassVar[bool] = False
 
     def __init__(self, config: Any | None = None):
         self.config = config if config is not None else self.Config()
@@ -122,8 +61,6 @@ class Method:
 
     def resolve_slots(self, task: Any) -> list[str]:
         """The width slots the method acts on: `config.slots`, or all of the task's if empty."""
-        from bench.config import ConfigError
-
         full = task.width_slots()
         unknown = [s for s in self.config.slots if s not in full]
         if unknown:

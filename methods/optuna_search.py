@@ -4,7 +4,7 @@ Pareto-optimal trials: per FLOP/s target, the trial with the lowest validation e
 under it, then the rest of the front without a target. Each trial trains the run's whole
 budget (`train.steps`); the search cost is all trials' steps.
 
-The study lives in the result store's database (Optuna's RDB storage at `ctx.store_url`),
+The study lives in the result store's database (Optuna's RDB storage at `ctx.shared.study_storage()`),
 named after the run key, with `load_if_exists`: a killed search resumes and runs only the
 trials still missing (`trials` counts completed ones). Each completed trial keeps its
 trained weights (a user attribute), so the Pareto models are never retrained. The
@@ -22,15 +22,16 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import optuna
 import sqlalchemy as sa
 import torch
 
 from bench.complexity import flops_at, measure
+from bench.hooks import NonFiniteLossError
 from bench.registry import register_method
 from bench.targets import DEFAULT_TARGETS, TOLERANCE
-from bench.training import NonFiniteLossError
 from methods.base import Candidate, Method, RunContext
 from methods.pruning.pretrain import dense_model
 
@@ -249,6 +250,7 @@ class OptunaSearch(Method):
     Config = OptunaConfig
     runs_long = True
     target_field = "targets"
+    search = True  # a study of independent trials: a sweep spreads them over the cluster
 
     def floor(self, task) -> float:
         """FLOP ratio with every searched slot at width 1."""
@@ -280,14 +282,50 @@ class OptunaSearch(Method):
         if self.config.start_full and not any(start in (t.params, t.system_attrs.get("fixed_params")) for t in queued):
             study.enqueue_trial(start)
 
+    # The search capability (`search = True`), which `bench.sweep` drives: Ray Tune's
+    # OptunaSearch proposes on this run's own study, each Tune trial runs `run_search_trial`,
+    # then `candidates` collects the finished study as a serial run does.
+
+    search_objectives = (("error", "min"), ("flops", "min"))  # what each trial reports, and their directions
+
+    def search_study(self, ctx: RunContext) -> optuna.Study:
+        """This run's study, created or loaded (to resume, or to run one trial of it)."""
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        return open_study(ctx.shared.study_storage(), f"bench:{ctx.run_key or ctx.task.name}")
+
+    def prepare_search(self, ctx: RunContext, study: optuna.Study) -> None:
+        """Before the missing trials run (once, by the driver): the sampler, interrupted
+        trials queued again, the start trial."""
+        self.prepare(study, ctx.task, ctx.seed)
+
+    def search_storage(self, ctx: RunContext) -> optuna.storages.BaseStorage:
+        return rdb_storage(ctx.shared.study_storage())
+
+    def trials_missing(self, study: optuna.Study) -> int:
+        return self.config.trials - len(complete_trials(study))
+
+    def search_space(self, task) -> dict[str, optuna.distributions.IntDistribution]:
+        return self.space(task)
+
+    def run_search_trial(self, ctx: RunContext, study: optuna.Study, number: int, params: dict[str, Any]) -> dict:
+        """The objective for trial `number` at the widths `params` (error, flops and the
+        trial's user attributes), as the serial objective computes it."""
+        slots, full = self.resolve_slots(ctx.task), ctx.task.width_slots()
+        widths = {s: int(params[s]) for s in slots}
+        return trial_result(ctx, study, widths, trial_index(study, study.trials[number]), {s: full[s] for s in slots})
+
+    def record_search_trial(self, trial: optuna.Trial, result: dict) -> None:
+        """Keep a finished trial's user attributes, as the serial objective sets them."""
+        for key in ("duplicate_of", *USER_ATTRS):
+            if key in result:
+                trial.set_user_attr(key, result[key])
+
     def candidates(self, ctx: RunContext) -> Iterator[Candidate]:
         task, cfg = ctx.task, self.config
         slots, full = self.resolve_slots(task), task.width_slots()
-        url = ctx.store_url or "sqlite:///:memory:"
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = open_study(url, f"bench:{ctx.run_key or task.name}")
+        study = self.search_study(ctx)
         done = len(complete_trials(study))
-        self.prepare(study, task, ctx.seed)
+        self.prepare_search(ctx, study)
 
         def objective(trial: optuna.Trial) -> tuple[float, float]:
             widths = {s: trial.suggest_int(s, 1, full[s], log=cfg.log_widths) for s in slots}
@@ -312,10 +350,10 @@ class OptunaSearch(Method):
         search = sum(t.user_attrs["train_seconds"] for t in trials)
         trained = [t for t in trials if "state_dict" in t.user_attrs]
         steps = ctx.recipe.steps  # every trial trains the run's whole budget
-        dense = flops_at(task, {})
+        dense = flops_at(task, {}, ctx.shared)
 
         def ratio(t: optuna.trial.FrozenTrial) -> float:
-            return flops_at(task, {s: t.params[s] for s in slots}) / dense
+            return flops_at(task, {s: t.params[s] for s in slots}, ctx.shared) / dense
 
         def candidate(t: optuna.trial.FrozenTrial, label: str, target: float | None) -> Candidate:
             widths = task.resolve_widths({s: t.params[s] for s in slots})

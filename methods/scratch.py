@@ -43,7 +43,7 @@ class Scratch(Method):
 
     def candidates(self, ctx: RunContext) -> Iterator[Candidate]:
         task = ctx.task
-        if ctx.store_rows is None:
+        if not ctx.shared.has_store:
             raise ConfigError("scratch: needs the result store of the runs whose architectures it retrains")
         trained: dict[tuple, tuple[torch.nn.Module, float]] = {}
         for row in self.sources(ctx):
@@ -82,7 +82,7 @@ class Scratch(Method):
         same = {k: ctx.config[k] for k in ("task", "train", "scale")}
         rows = [
             r
-            for r in ctx.store_rows(task=ctx.task.name)
+            for r in ctx.shared.rows(task=ctx.task.name)
             if r["status"] == "ok"
             and r["seed"] == ctx.seed
             and r["method"] != self.name

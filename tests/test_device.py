@@ -6,8 +6,8 @@ import torch
 import bench.training
 from bench.cli import main
 from bench.config import ConfigError, TrainRecipe
+from bench.context import run_context
 from bench.device import ENV, default_device, model_device, resolve_device, to_device, use_device
-from methods.base import RunContext
 from tests.conftest import make_task
 
 NO_CUDA = not torch.cuda.is_available()
@@ -59,9 +59,7 @@ def test_the_chosen_device_reaches_workers_through_the_environment(monkeypatch):
     monkeypatch.delenv(ENV, raising=False)
     assert default_device() == torch.device("cpu")
     use_device("cpu")
-    assert default_device() == torch.device("cpu") and RunContext(
-        task=None, seed=0, recipe=None
-    ).device == torch.device("cpu")
+    assert default_device() == torch.device("cpu") and run_context(None, 0, None).device == torch.device("cpu")
 
 
 def test_to_device_moves_nested_tensors_and_leaves_the_rest():
@@ -82,7 +80,7 @@ def test_training_takes_its_device_from_the_context_and_moves_every_batch(monkey
 
     monkeypatch.setattr(bench.training, "to_device", spy)
     recipe = TrainRecipe(steps=3, batch_size=8, lr=1e-3)
-    ctx = RunContext(task=task, seed=0, recipe=recipe, progress=False, device=torch.device("cpu"))
+    ctx = run_context(task, 0, recipe, progress=False, device=torch.device("cpu"))
     model = task.build_model()
     ctx.train(model)
     assert seen == [torch.device("cpu")] * 3 and model_device(model) == torch.device("cpu")

@@ -262,11 +262,12 @@ def test_a_run_gives_the_same_model_whatever_the_process_computed_before(method,
     from the global generator, so a worker's first run started from other weights than its
     later ones (seen as different widths for the same spec)."""
     from bench.runner import execute
+    from bench.shared_state import SharedState
 
     (spec,) = plan_runs(["synthetic"], [method], [0], "smoke", ["method.target=0.25", "train.steps=60"])
-    FlopsModel._cache.clear()  # as in a fresh worker
-    first = execute(spec, ResultStore(str(tmp_path / "a.db")), progress=False).rows[0]
-    second = execute(spec, ResultStore(str(tmp_path / "b.db")), progress=False).rows[0]
+    shared = SharedState()  # one worker's state: the first run fits the FLOP model, the second finds it
+    first = execute(spec, ResultStore(str(tmp_path / "a.db")), progress=False, shared=shared).rows[0]
+    second = execute(spec, ResultStore(str(tmp_path / "b.db")), progress=False, shared=shared).rows[0]
     assert first["status"] == second["status"] == "ok"
     assert first["info"]["width_trajectory"] == second["info"]["width_trajectory"]
     assert (first["widths"], first["error"]) == (second["widths"], second["error"])

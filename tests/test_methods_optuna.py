@@ -1,6 +1,8 @@
 """optuna: a search through the CLI stores its Pareto front; a killed search resumes
 without redoing finished trials; bad settings are rejected before training."""
 
+import dataclasses
+
 import optuna
 import pytest
 import torch
@@ -8,10 +10,11 @@ import torch
 from bench.checkpoint import load_candidate
 from bench.cli import main
 from bench.config import TrainRecipe
+from bench.context import run_context
+from bench.contracts import RunContext
+from bench.shared_state import SharedState
 from bench.store import ResultStore
-from methods.base import RunContext
 from methods.optuna_search import OptunaConfig, OptunaSearch, complete_trials, decode_state, open_study
-from methods.pruning import pretrain
 from tasks.synthetic import SyntheticTask
 
 SMOKE = ["--task", "synthetic", "--scale", "smoke", "--quiet", "--seed", "0", "--threads", "1"]
@@ -104,16 +107,18 @@ class Interrupting(RunContext):
         return super().train(model, hooks, recipe, desc)
 
 
+def interrupting(task, seed, recipe, url, run_key) -> Interrupting:
+    base = run_context(task, seed, recipe, SharedState(url), progress=False, run_key=run_key)
+    return Interrupting(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
+
+
 def test_killed_search_resumes_without_redoing_finished_trials(tmp_path, monkeypatch):
-    monkeypatch.setattr(pretrain, "_CACHE", {})  # trial 0 (the dense model) is trained here, not found in memory
     task = SyntheticTask(scale="smoke")
     recipe = TrainRecipe(steps=30, batch_size=64, lr=3e-3)
     url = f"sqlite:///{tmp_path / 'results.db'}"
     method = OptunaSearch(OptunaConfig(trials=5, population=2))
     Interrupting.calls, Interrupting.kill_at = 0, 3
-    ctx = Interrupting(
-        task=task, seed=0, recipe=recipe, progress=False, store_url=url, run_key="synthetic/optuna/x/seed0"
-    )
+    ctx = interrupting(task, 0, recipe, url, "synthetic/optuna/x/seed0")  # a new state: trial 0 is trained here
     with pytest.raises(KeyboardInterrupt):
         list(method.candidates(ctx))
     study = open_study(url, "bench:synthetic/optuna/x/seed0")
@@ -141,9 +146,7 @@ def test_killed_search_resumes_without_redoing_finished_trials(tmp_path, monkeyp
 
     # The same search never interrupted: the same trials (in search order) and the same front.
     clean_url = f"sqlite:///{tmp_path / 'clean.db'}"
-    clean_ctx = RunContext(
-        task=task, seed=0, recipe=recipe, progress=False, store_url=clean_url, run_key="synthetic/optuna/x/seed0"
-    )
+    clean_ctx = run_context(task, 0, recipe, SharedState(clean_url), progress=False, run_key="synthetic/optuna/x/seed0")
     clean = list(method.candidates(clean_ctx))
     clean_trials = complete_trials(open_study(clean_url, "bench:synthetic/optuna/x/seed0"))
     assert [(t.params, t.values) for t in clean_trials] == [(t.params, t.values) for t in after]
@@ -158,7 +161,7 @@ def test_a_search_killed_with_a_running_trial_resumes_to_the_same_front(tmp_path
     fronts = []
     for name, kill in (("clean", False), ("killed", True)):
         url = f"sqlite:///{tmp_path / name}.db"
-        ctx = RunContext(task=task, seed=3, recipe=recipe, progress=False, store_url=url, run_key="r")
+        ctx = run_context(task, 3, recipe, SharedState(url), progress=False, run_key="r")
         if kill:
             study = open_study(url, "bench:r")
             method.prepare(study, task, 3)
@@ -183,14 +186,7 @@ def test_bad_settings_are_rejected_before_training(setting, store_path, capsys):
 def test_repeated_proposals_are_not_trained_again(tmp_path):
     task = SyntheticTask(SyntheticTask.Config(full_width=2), scale="smoke")  # only widths 1 and 2 exist
     Interrupting.calls, Interrupting.kill_at, Interrupting.trained = 0, -1, []
-    ctx = Interrupting(
-        task=task,
-        seed=0,
-        recipe=TrainRecipe(steps=10, batch_size=64),
-        progress=False,
-        store_url=f"sqlite:///{tmp_path / 'r.db'}",
-        run_key="dup",
-    )
+    ctx = interrupting(task, 0, TrainRecipe(steps=10, batch_size=64), f"sqlite:///{tmp_path / 'r.db'}", "dup")
     candidates = list(OptunaSearch(OptunaConfig(trials=5, population=2)).candidates(ctx))
     assert Interrupting.calls <= 2 and candidates[0].info["trials_complete"] == 5
     assert len({tuple(c.widths.items()) for c in candidates}) == len(candidates)

@@ -15,9 +15,9 @@ from bench.checkpoint import load_candidate
 from bench.cli import main
 from bench.complexity import measure
 from bench.config import ConfigError, TrainRecipe
+from bench.context import run_context
 from bench.runner import plan_runs
 from bench.store import ResultStore
-from methods.base import RunContext
 from methods.dynamic.layout import consolidate, slot_layout
 from methods.magnitude import Magnitude, MagnitudeConfig
 from methods.pruning.scores import feature_scores, lowest, removable, removal_counts, removal_order, slot_costs
@@ -243,7 +243,7 @@ class ToyTask(Task):
 @pytest.mark.parametrize("importance", ["magnitude", "taylor"])
 def test_structured_prunes_gru_and_attention_slots(family, importance):
     task = ToyTask(family)
-    ctx = RunContext(task=task, seed=0, recipe=task.recipe(), progress=False)
+    ctx = run_context(task, 0, task.recipe(), progress=False)
     dense = measure(task.build_model(), task.example_input()).flops
     config = StructuredConfig(ratios=[0.3], importance=importance, steps=2)
     (cand,) = Structured(config).candidates(ctx)
@@ -269,7 +269,7 @@ def test_slot_layout_sees_gru_gates_and_head_groups():
 
 def test_magnitude_prunes_gru_weights_to_plain_zeros():
     task = ToyTask("crnn")
-    ctx = RunContext(task=task, seed=0, recipe=task.recipe(), progress=False)
+    ctx = run_context(task, 0, task.recipe(), progress=False)
     (cand,) = Magnitude(MagnitudeConfig(ratios=[0.25], steps=2)).candidates(ctx)
     cx = measure(cand.model, task.example_input())
     assert cx.flops == measure(task.build_model(), task.example_input()).flops
@@ -400,7 +400,7 @@ def test_magnitude_runs_on_every_speech_model(name, overrides, one_thread):
     """The real models, not toys: e.g. the antispoof ResNet keeps its conv weights channels-last,
     which torch.nn.utils.prune cannot flatten."""
     task = make_task(name, overrides)
-    ctx = RunContext(task=task, seed=0, recipe=TrainRecipe(steps=2, batch_size=2), progress=False)
+    ctx = run_context(task, 0, TrainRecipe(steps=2, batch_size=2), progress=False)
     (cand,) = Magnitude(MagnitudeConfig(ratios=[0.5], steps=1)).candidates(ctx)
     cx = measure(cand.model, task.example_input())
     assert abs(cx.nonzero_flops / cx.flops / 0.5 - 1) <= 0.10

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import bench.sweep as sweep_module
+from bench.context import run_context
 from bench.runner import plan_runs, run_all
 from bench.store import ResultStore
 from bench.sweep import sweep
-from methods.base import RunContext
 from methods.optuna_search import USER_ATTRS, complete_trials, open_study, run_trial
 
 SETTINGS = ["train.steps=50", "method.trials=4", "method.population=2"]
@@ -110,7 +110,7 @@ def test_a_restarted_sweep_runs_only_the_missing_trials(tmp_path, ray_local, mon
         method = spec.build_method()
         study = open_study(store_url, f"bench:{spec.run_key}")
         method.prepare(study, spec.build_task(), spec.seed)
-        ctx = RunContext(task=spec.build_task(), seed=spec.seed, recipe=spec.recipe, progress=False)
+        ctx = run_context(spec.build_task(), spec.seed, spec.recipe, progress=False)
         for _ in range(2):
             trial = study.ask(method.space(spec.build_task()))
             out = run_trial(ctx, dict(trial.params), trial.number)

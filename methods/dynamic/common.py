@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.complexity import flops_at
 from bench.config import ConfigError
-from bench.training import TrainingHooks
+from bench.hooks import TrainingHooks
 from methods.base import Candidate, Method, RunContext
 from methods.dynamic.flops_model import FlopsModel
 from methods.dynamic.layout import consolidate, mask_weights, slot_layout, unmask_weights
@@ -152,7 +153,7 @@ class DynamicWidthMethod(Method):
     def floor(self, task) -> float:
         """FLOP ratio with one feature per dynamic slot: no target below it can be met."""
         slots = self.resolve_slots(task)
-        return float(FlopsModel.for_task(task, slots).ratio({s: 1.0 for s in slots}))
+        return flops_at(task, {s: 1 for s in slots}) / flops_at(task, {})
 
     def validate(self, task) -> None:
         self.resolve_slots(task)
@@ -173,7 +174,7 @@ class DynamicWidthMethod(Method):
     def candidates(self, ctx: RunContext) -> Iterator[Candidate]:
         task = ctx.task
         slots = self.resolve_slots(task)
-        flops = FlopsModel.for_task(task, slots)
+        flops = FlopsModel.for_task(task, slots, ctx.shared)
         knob = self.knob_value(ctx)
         controller = self.make_controller(task, slots, flops, knob, ctx.recipe.steps)
         model = task.build_model()

@@ -20,25 +20,27 @@ import torch
 
 from bench.complexity import measure
 from bench.config import ConfigError
+from bench.shared_state import SharedState
 
 
 class FlopsModel:
     """FLOPs (2 x MACs per example input) of `task`'s model as a polynomial in `slots`' widths."""
 
-    _cache: dict[tuple, FlopsModel] = {}
-
     @classmethod
-    def for_task(cls, task, slots: list[str]) -> FlopsModel:
-        """The fitted model of `task` (by name and config) and `slots`, fitted once per process:
-        a fit traces the model ~20 times, seconds on the speech tasks, and planning and every
-        run of a method ask for the same one. The fit builds models, which draws from torch's
-        global generator: it draws from a forked one, or a run's initial weights would depend
-        on whether this process had fitted the model before."""
-        key = (task.name, repr(task.config), tuple(slots))
-        if key not in cls._cache:
+    def for_task(cls, task, slots: list[str], shared: SharedState | None = None) -> FlopsModel:
+        """The fitted model of `task` (by name and config) and `slots`, fitted once per shared
+        state (`RunContext.shared`) if given: a fit traces the model ~20 times, seconds on the
+        speech tasks, and planning and every run of a method ask for the same one. The fit
+        builds models, which draws from torch's global generator: it draws from a forked one,
+        or a run's initial weights would depend on whether the fit was memoised."""
+
+        def fit() -> FlopsModel:
             with torch.random.fork_rng(devices=[]):
-                cls._cache[key] = cls(task, slots)
-        return cls._cache[key]
+                return cls(task, slots)
+
+        if shared is None:
+            return fit()
+        return shared.memo("flops_model", (task.name, repr(task.config), tuple(slots)), fit, keep=64)
 
     def __init__(self, task, slots: list[str], check_points: int = 3, tolerance: float = 0.01):
         self.task, self.slots = task, list(slots)

@@ -3,8 +3,8 @@ run's whole budget) and the model both pruning methods start from (their pre-tra
 share of the budget, with its own schedule).
 
 Runs of one method and seed differ only in the knob (the target), and magnitude and
-structured pruning start from the same pre-trained model, so it is trained once: kept in memory
-for the process and, when the run has a models folder, saved there (``pretrained/``) so
+structured pruning start from the same pre-trained model, so it is trained once: kept in the
+run's shared state (`RunContext.shared`) and, when the store has a models folder, saved there (``pretrained/``) so
 parallel worker processes and resumed jobs load it instead of training it again. A file
 lock makes a second process wait for the first one's model rather than train its own.
 Its training time is charged to every run that uses it (search cost), as if each had
@@ -26,8 +26,7 @@ from torch import nn
 from bench.checkpoint import atomic_save
 from bench.config import to_dict
 
-_CACHE: dict[str, tuple[dict, dict]] = {}
-_CACHE_SIZE = 4
+KEEP = 4  # dense models held in memory (state dicts): runs of one process use one or two at a time
 
 
 def pretrained_dense(ctx, steps: int | None = None) -> tuple[nn.Module, float]:
@@ -53,10 +52,10 @@ def dense_model(ctx, steps: int | None = None) -> tuple[nn.Module, dict]:
 
 def _load_or_train(ctx, model: nn.Module, key: str, recipe) -> tuple[nn.Module, dict]:
     task = ctx.task
-    folder = getattr(ctx, "models_dir", None)
-    path = Path(folder) / "pretrained" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt" if folder else None
-    memo = f"{path}|{key}"  # per store: runs into another store never see this one's models
-    if memo not in _CACHE:
+    folder = ctx.shared.models_dir
+    path = folder / "pretrained" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt" if folder else None
+
+    def load_or_train() -> tuple[dict, dict]:
         with _locked(path):
             found = _read(path, key)
             if found is None:
@@ -71,10 +70,9 @@ def _load_or_train(ctx, model: nn.Module, key: str, recipe) -> tuple[nn.Module, 
                     },
                 )
                 _write(path, key, *found)
-        if len(_CACHE) >= _CACHE_SIZE:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[memo] = found
-    state, report = _CACHE[memo]
+        return found
+
+    state, report = ctx.shared.memo("dense_model", key, load_or_train, keep=KEEP)
     model.load_state_dict(state)
     return model.eval(), dict(report)
 
