@@ -5,18 +5,28 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
 
-_PACKAGES = ("smallspeech-bench", "torch", "numpy", "fvcore", "torch-pruning", "optuna", "ray", "pandas", "sqlalchemy")
+_PROJECT = "smallspeech-bench"
 _REPO = Path(__file__).resolve().parent.parent
+
+
+def _dependencies() -> list[str]:
+    """The distributions the project requires (its metadata; extras such as test tools left out)."""
+    try:
+        requires = metadata.requires(_PROJECT) or []
+    except metadata.PackageNotFoundError:
+        return []
+    return [re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0] for r in requires if "extra ==" not in r]
 
 
 @functools.cache
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for name in _PACKAGES:
+    for name in (_PROJECT, *_dependencies()):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -89,7 +89,7 @@ def tradeoff_png(group: Group, colors: dict[str, str]) -> bytes:
             markersize=13,
             capsize=3,
             zorder=5,
-            label="dense model" if group.dense_from_baseline else "largest candidate (no dense baseline)",
+            label="dense model" if group.dense_from_baseline else "largest candidate (no dense model run)",
         )
         ax.axhline(
             group.dense_error_mean + group.tolerance,

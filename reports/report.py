@@ -127,7 +127,7 @@ def convergence_note(check: dict | None) -> str:
 
 def headline_title(g: lb.Group) -> str:
     """The heading of a group's headline table: metric, budget and the dense model's error."""
-    dense = f"{g.metric_label} {g.dense_error_mean:.4g}" if g.dense_from_baseline else "no dense baseline"
+    dense = f"{g.metric_label} {g.dense_error_mean:.4g}" if g.dense_from_baseline else "no dense model run"
     steps = f"{g.budget} training steps per candidate"
     return f"{g.key}: {g.metric_label} at each FLOP/s target ({steps}; dense model: {dense})"
 
@@ -202,7 +202,7 @@ def _intro(store, meta: dict) -> str:
         "<li><b>*</b> non-zero FLOP/s: what unstructured sparsity would cost on hardware that "
         "skips zero "
         "weights; the counted FLOP/s of such models do not fall. Drawn dashed in the plots.</li>"
-        '<li><span class="badge">reference</span> rows (outside models, e.g. a classic VAD) are shown for '
+        '<li><span class="badge">reference</span> rows (outside models, e.g. a classic signal-processing detector) are shown for '
         "orientation, not as competing "
         "methods.</li>"
         "</ul></details>"
@@ -239,7 +239,7 @@ def _group_section(group: lb.Group, pngs: dict[str, bytes | None]) -> str:
             if math.isfinite(group.dense_flops)
             else "-"
         )
-        + ("" if group.dense_from_baseline else " - no baseline dense row: the largest candidate stands in"),
+        + ("" if group.dense_from_baseline else " - no dense model run: the largest candidate stands in"),
         "iso-quality tolerance": f"+{group.tolerance:.3g} {group.metric}",
         "hypervolume reference error": f"{group.ref_error:g}"
         + ("" if group.ref_fixed else " (no fixed reference for this metric: not comparable across runs)"),

@@ -183,8 +183,8 @@ def control_table(group: Group) -> pd.DataFrame:
                 "candidate": label,
                 "seeds": len(pairs),
                 "found": src.format(),
-                "retrained from scratch": new.format(),
-                "scratch - found": diff.format(),
+                "retrained from a new init": new.format(),
+                "retrained - found": diff.format(),
             }
         )
     return pd.DataFrame(records)
