@@ -4,6 +4,12 @@
 `tasks` and `methods` packages is imported on first lookup so that its decorator runs; a
 module that fails to import is an error, never silently missing (tests assert the registry
 lists exactly the modules present).
+
+Other installed packages add tasks and methods through Python entry points, in the groups
+`smallspeech_bench.tasks` and `smallspeech_bench.methods`: each entry point names a class
+(registered under the entry point's name unless its module's decorator registered it) or a
+module whose decorators register what it holds. A plug-in that fails to load is one error
+naming its distribution.
 """
 
 from __future__ import annotations
@@ -11,7 +17,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
+from importlib import metadata
 from typing import TypeVar
+
+from bench.config import ConfigError
 
 T = TypeVar("T")
 
@@ -19,9 +28,15 @@ T = TypeVar("T")
 # may also live in sub-packages (e.g. ``tasks/speech/``) or modules starting with "_".
 _NOT_PLUGINS = {"base"}
 
+ENTRY_POINT_GROUPS = {"tasks": "smallspeech_bench.tasks", "methods": "smallspeech_bench.methods"}
+
 _TASKS: dict[str, type] = {}
 _METHODS: dict[str, type] = {}
 _discovered = False
+
+
+class PluginError(ConfigError):
+    """An installed plug-in (entry point) that cannot be loaded."""
 
 
 class UnknownNameError(KeyError):
@@ -70,7 +85,21 @@ def discover() -> None:
     for package in ("tasks", "methods"):
         for module in plugin_modules(package):
             importlib.import_module(f"{package}.{module}")
+    for kind, table in (("task", _TASKS), ("method", _METHODS)):
+        _load_entry_points(kind, table)
     _discovered = True
+
+
+def _load_entry_points(kind: str, table: dict[str, type]) -> None:
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUPS[f"{kind}s"]):
+        where = f"{ep.value}, from {ep.dist.name} {ep.dist.version}" if ep.dist else ep.value
+        try:
+            loaded = ep.load()
+            if isinstance(loaded, type) and loaded not in table.values():
+                _register(table, kind, ep.name)(loaded)
+        except Exception as err:
+            reason = f"{type(err).__name__}: {err}"
+            raise PluginError(f"{kind} plug-in {ep.name!r} ({where}) failed to load: {reason}") from None
 
 
 def task_names() -> list[str]:
