@@ -55,7 +55,7 @@ def test_readme_is_short_and_its_local_links_resolve():
 
 
 @pytest.mark.parametrize(
-    "page", ["comparison", "counting", "data", "scaling", "store", "method", "reliability", "latency"]
+    "page", ["comparison", "counting", "data", "extending", "scaling", "store", "method", "reliability", "latency"]
 )
 def test_docs_pages_exist_and_their_links_resolve(page):
     path = ROOT / "docs" / f"{page}.md"
