@@ -190,7 +190,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import torch
 
-    from bench.runner import plan_runs, run_all
+    from bench.planning import plan_runs
+    from bench.runner import run_all
     from bench.store import ResultStore
     from reports.tables import summary_frame
 
@@ -227,7 +228,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _say_what_default_leaves_out(args: argparse.Namespace) -> None:
-    from bench.runner import DEFAULT_SUITE, left_out_of_default_suite
+    from bench.planning import DEFAULT_SUITE, left_out_of_default_suite
 
     left = left_out_of_default_suite()
     if DEFAULT_SUITE in args.task and left:
@@ -275,7 +276,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from bench.runner import plan_runs
+    from bench.planning import plan_runs
     from bench.store import ResultStore
     from bench.sweep import check_resources, sweep
     from reports.tables import summary_frame

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.context import run_context
+from bench.planning import RunSpec
 from bench.registry import get_method_class
-from bench.runner import RunSpec, execute, one_line, store_failure, wait_for_others
+from bench.runner import execute, one_line, store_failure, wait_for_others
 from bench.shared_state import SharedState
 from bench.store import CLAIM_TTL, ResultStore
 

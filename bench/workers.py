@@ -20,16 +20,8 @@ import time
 from concurrent.futures import as_completed
 from concurrent.futures.process import BrokenProcessPool
 
-from bench.runner import (
-    RunOutcome,
-    RunProgress,
-    RunSpec,
-    execute,
-    shared_state,
-    start_order,
-    store_failure,
-    wait_for_others,
-)
+from bench.planning import RunSpec, start_order
+from bench.runner import RunOutcome, RunProgress, execute, shared_state, store_failure, wait_for_others
 from bench.shared_state import SharedState
 from bench.store import ResultStore
 

@@ -26,7 +26,8 @@ import torch
 
 from bench.checkpoint import load_candidate
 from bench.config import ConfigError
-from bench.runner import RunSpec, plan_runs, run_all
+from bench.planning import RunSpec, plan_runs
+from bench.runner import run_all
 from bench.store import ResultStore
 
 

@@ -31,7 +31,8 @@ import ray
 import torch
 from ray.tune import Callback
 
-from bench.runner import plan_runs, run_all
+from bench.planning import plan_runs
+from bench.runner import run_all
 from bench.store import ResultStore
 from bench.sweep import connect, sweep
 

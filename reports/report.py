@@ -202,7 +202,8 @@ def _intro(store, meta: dict) -> str:
         "<li><b>*</b> non-zero FLOP/s: what unstructured sparsity would cost on hardware that "
         "skips zero "
         "weights; the counted FLOP/s of such models do not fall. Drawn dashed in the plots.</li>"
-        '<li><span class="badge">reference</span> rows (outside models, e.g. a classic signal-processing detector) are shown for '
+        '<li><span class="badge">reference</span> rows (outside models, e.g. a classic signal-processing '
+        "detector) are shown for "
         "orientation, not as competing "
         "methods.</li>"
         "</ul></details>"

@@ -73,7 +73,7 @@ def test_results_table_prints_the_headline_table(default_rows, capsys):
 
 
 def test_targets_option_sets_every_method_and_a_methods_own_setting_wins(tmp_path):
-    from bench.runner import plan_runs
+    from bench.planning import plan_runs
 
     specs = plan_runs(
         ["synthetic"],
@@ -198,14 +198,14 @@ def test_scratch_retrains_each_found_shape_from_random_init_with_the_same_budget
 
 
 def test_scratch_is_not_in_all_and_starts_after_the_others():
-    from bench.runner import plan_runs
+    from bench.planning import plan_runs
 
     assert "scratch" not in {s.method for s in plan_runs(["synthetic"], ["all"], [0], "smoke")}
     assert get_method_class("scratch").runs_after_others
 
 
 def test_the_default_suite_runs_its_share_and_says_what_it_leaves_out(tmp_path, capsys, monkeypatch):
-    from bench.runner import left_out_of_default_suite, plan_runs
+    from bench.planning import left_out_of_default_suite, plan_runs
 
     default = {
         (s.task, getattr(s.task_config, "model", "")) for s in plan_runs(["default"], ["baseline"], [0], "smoke")

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from bench.runner import plan_runs
+from bench.planning import plan_runs
 from bench.store import ResultStore
 from bench.sweep import sweep
 

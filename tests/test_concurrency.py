@@ -206,7 +206,7 @@ def test_a_sweep_driver_never_runs_a_search_another_driver_holds(store_path, mon
     import threading
 
     import bench.sweep as sweep_module
-    from bench.runner import plan_runs
+    from bench.planning import plan_runs
 
     [spec] = plan_runs(["synthetic"], ["optuna"], [0], "smoke", ["method.trials=2"])
     store = ResultStore(store_path)

@@ -9,7 +9,8 @@ import torch
 from bench import registry
 from bench.checkpoint import load_candidate
 from bench.complexity import measure
-from bench.runner import execute, plan_runs
+from bench.planning import plan_runs
+from bench.runner import execute
 from bench.store import ResultStore
 from tasks.base import WidthMask
 

@@ -10,7 +10,7 @@ from conftest import make_task, task_variants
 from bench.cli import main
 from bench.complexity import measure
 from bench.config import ConfigError
-from bench.runner import plan_runs
+from bench.planning import plan_runs
 from bench.store import ResultStore
 from methods.dynamic.flops_model import FlopsModel
 from methods.dynamic.layout import consolidate, unmask_weights

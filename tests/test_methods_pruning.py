@@ -16,7 +16,7 @@ from bench.cli import main
 from bench.complexity import measure
 from bench.config import ConfigError, TrainRecipe
 from bench.context import run_context
-from bench.runner import plan_runs
+from bench.planning import plan_runs
 from bench.store import ResultStore
 from methods.dynamic.layout import consolidate, slot_layout
 from methods.magnitude import Magnitude, MagnitudeConfig

@@ -73,7 +73,7 @@ def test_every_method_has_a_config_and_a_description(name):
 
 
 def test_a_running_method_gets_one_scalar_knob_value():
-    from bench.runner import plan_runs, run_knob
+    from bench.planning import plan_runs, run_knob
     from methods.base import RunContext
 
     specs = plan_runs(["synthetic"], ["structured", "noise_injection"], seeds=[0], scale="smoke")

@@ -268,7 +268,7 @@ class OnlyElsewhere(Method):
 
 def test_methods_that_do_not_apply_are_left_out_of_all_and_rejected_by_name(store_path, monkeypatch):
     from bench.config import ConfigError
-    from bench.runner import plan_runs
+    from bench.planning import plan_runs
 
     monkeypatch.setitem(registry._METHODS, "elsewhere", OnlyElsewhere)
     specs = plan_runs(["synthetic"], ["all"], [0], "smoke")
@@ -279,7 +279,7 @@ def test_methods_that_do_not_apply_are_left_out_of_all_and_rejected_by_name(stor
 
 
 def test_a_task_with_several_model_families_runs_each_unless_one_is_chosen():
-    from bench.runner import plan_runs
+    from bench.planning import plan_runs
 
     families = registry.get_task_class("vad").model_families
     assert len(families) >= 2
@@ -392,7 +392,8 @@ def test_parallel_jobs_start_the_searches_first_then_the_rest_in_plan_order(stor
     """An Optuna run trains many models: submitted last, it would leave one core idle at the end."""
     import concurrent.futures
 
-    from bench.runner import RunOutcome, plan_runs, run_all
+    from bench.planning import plan_runs
+    from bench.runner import RunOutcome, run_all
 
     submitted = []
 
@@ -423,7 +424,7 @@ def test_parallel_jobs_start_the_searches_first_then_the_rest_in_plan_order(stor
 
 
 def test_a_reference_runs_once_per_seed_whatever_the_family_and_keeps_no_model_file(store_path):
-    from bench.runner import plan_runs
+    from bench.planning import plan_runs
 
     specs = plan_runs(["vad"], ["webrtcvad", "baseline"], [0, 1], "smoke")
     assert sorted((s.method, s.seed) for s in specs if s.method == "webrtcvad") == [("webrtcvad", 0), ("webrtcvad", 1)]

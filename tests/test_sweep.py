@@ -6,7 +6,8 @@ import time
 import pytest
 import torch
 
-from bench.runner import plan_runs, run_all
+from bench.planning import plan_runs
+from bench.runner import run_all
 from bench.store import ResultStore
 from bench.sweep import SweepError, check_address, sweep
 

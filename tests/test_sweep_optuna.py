@@ -7,7 +7,8 @@ import torch
 
 import bench.sweep as sweep_module
 from bench.context import run_context
-from bench.runner import plan_runs, run_all
+from bench.planning import plan_runs
+from bench.runner import run_all
 from bench.store import ResultStore
 from bench.sweep import sweep
 from methods.optuna_search import USER_ATTRS, complete_trials, open_study, run_trial
