@@ -16,6 +16,9 @@ features pass, `kappa_value`; on meta the value read before the move stands.)
 from __future__ import annotations
 
 import re
+import shlex
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +26,7 @@ import pytest
 import torch
 
 from bench import registry
+from bench.cli import build_parser
 from bench.config import TrainRecipe
 from bench.device import to_device
 from bench.training import _loader
@@ -183,3 +187,50 @@ def test_flops_model_in_float32_matches_the_float64_fit(case, one_thread):
         assert all(k.grad is not None and torch.isfinite(k.grad) for k in kappas.values())
     on_meta = flops.ratio({s: torch.tensor(0.5, device=META) * flops.full[s] for s in slots})
     assert on_meta.device == META and on_meta.dtype == torch.float32
+
+
+# --- the prepared GPU check ------------------------------------------------------------------------
+SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
+
+
+def test_gpu_check_script_parses():
+    assert SCRIPT.stat().st_mode & 0o111, "benchmarks/gpu_check.sh must be executable"
+    subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
+    assert "set -euo pipefail" in SCRIPT.read_text()
+
+
+def _bench_commands(text: str) -> list[list[str]]:
+    """Each `-m bench SUBCOMMAND ...` in the script (continuations joined), up to the first
+    shell operator or redirection (`2>&1 | tee ...`)."""
+    out = []
+    for line in text.replace("\\\n", " ").splitlines():
+        if line.lstrip().startswith("#") or "-m bench " not in line:
+            continue
+        lexer = shlex.shlex(line.split("-m bench ", 1)[1], posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        words: list[str] = []
+        for token in lexer:
+            if set(token) <= set("|&;<>()"):
+                if words and words[-1].isdigit():
+                    words.pop()  # the descriptor of a redirection, as in 2>&1
+                break
+            words.append(token)
+        out.append(words)
+    return out
+
+
+def test_gpu_check_script_uses_options_bench_has():
+    commands = _bench_commands(SCRIPT.read_text())
+    assert {c[0] for c in commands} >= {"run", "results"}
+    for command in commands:
+        sub, words = command[0], command[1:]
+        helptext = subprocess.run(
+            [sys.executable, "-m", "bench", sub, "--help"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
+        known = set(re.findall(r"(--[a-z][a-z-]*)", helptext))
+        used = {w.split("=", 1)[0] for w in words if w.startswith("--")}
+        assert used <= known, f"bench {sub}: options {sorted(used - known)} do not exist"
+        build_parser().parse_args(command)  # and their values (choices, types): exits on an error
+    run = next(c for c in commands if c[0] == "run")
+    assert ["--device", "cuda"] == run[run.index("--device") : run.index("--device") + 2]
+    assert "smoke" in run and "all" in run
