@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -80,6 +81,7 @@ class NoiseInjectionController(WidthController):
         groups = sorted(set(self.group.values()), key=slots.index)
         start = {g: max(self.low[g], config.kappa_init) for g in groups}
         self.kappa = nn.ParameterDict({g: nn.Parameter(torch.tensor(start[g])) for g in groups})
+        self._kappa_values = {g: float(k.detach()) for g, k in self.kappa.items()}  # last read, see `kappa_value`
         self._noise: dict[str, torch.Tensor] = {}  # this forward pass's boundary noise per slot
 
     @property
@@ -91,6 +93,23 @@ class NoiseInjectionController(WidthController):
     def kappa_of(self, slot: str) -> nn.Parameter:
         return self.kappa[self.group[slot]]
 
+    def kappa_value(self, slot: str) -> float:
+        """The slot's kappa as a Python number, for the choices that need one (how many
+        features a pass keeps), read from the parameter at each call. A tensor on the `meta`
+        device holds no value: there the value last read stands (`to` reads it before a move),
+        so a pass can be run on meta to check where its tensors live (tests/test_device_safety.py)."""
+        group = self.group[slot]
+        kappa = self.kappa[group]
+        if not kappa.is_meta:
+            self._kappa_values[group] = float(kappa.detach())
+        return self._kappa_values[group]
+
+    def to(self, device: torch.device | str) -> NoiseInjectionController:
+        for slot in self.slots:
+            self.kappa_value(slot)
+        super().to(device)
+        return self
+
     def bind(self, model: nn.Module) -> None:
         super().bind(model)
         model.register_forward_pre_hook(lambda module, args: self._noise.clear())  # a fresh draw per pass
@@ -98,16 +117,19 @@ class NoiseInjectionController(WidthController):
     def width_parameters(self) -> list[nn.Parameter]:
         return list(self.kappa.values())
 
+    def width_modules(self) -> list[nn.Module]:
+        return [self.kappa]
+
     def soft_widths(self) -> dict[str, torch.Tensor]:
         return {s: self.kappa_of(s) * self.full[s] for s in self.slots}
 
     def eval_width(self, slot: str) -> int:
-        return max(1, min(self.full[slot], round(float(self.kappa_of(slot).detach()) * self.full[slot])))
+        return max(1, min(self.full[slot], round(self.kappa_value(slot) * self.full[slot])))
 
     def present(self, slot: str, training: bool) -> torch.Tensor | None:
         n = self.full[slot]
-        count = min(n, math.floor(float(self.kappa_of(slot).detach()) * n) + 1) if training else self.eval_width(slot)
-        return None if count >= n else torch.arange(n) < count
+        count = min(n, math.floor(self.kappa_value(slot) * n) + 1) if training else self.eval_width(slot)
+        return None if count >= n else torch.arange(n, device=self.kappa_of(slot).device) < count
 
     def boundary_noise(self, boundary: torch.Tensor, mask) -> torch.Tensor | None:
         """Unit noise for the boundary feature at `mask` (None: pass it unmixed). The slot's
@@ -135,7 +157,8 @@ class NoiseInjectionController(WidthController):
                 )
             )
         width = self.kappa_of(mask.slot) * n
-        k = min(int(width.detach().floor()), n)
+        # floor(width), from the host copy of kappa: the float32 product, rounded as on the device
+        k = min(math.floor(np.float32(self.kappa_value(mask.slot)) * np.float32(n)), n)
         if k >= n:
             return x
         boundary = x.narrow(mask.dim, k, 1)

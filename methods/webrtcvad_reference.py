@@ -48,7 +48,7 @@ def webrtcvad_scores(wave: torch.Tensor, modes: list[int]) -> torch.Tensor:
             row = x[b]
             out[b, :n_full] += [vad.is_speech(row[j * HOP : (j + 1) * HOP].tobytes(), 16000) for j in range(n_full)]
     out[:, n_full] = out[:, n_full - 1] if n_full else 0.0
-    return torch.from_numpy(out)
+    return torch.from_numpy(out).to(wave.device)  # where the input was, as the fake below says
 
 
 @webrtcvad_scores.register_fake

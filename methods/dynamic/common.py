@@ -15,6 +15,7 @@ from torch import nn
 
 from bench.complexity import flops_at
 from bench.config import ConfigError
+from bench.device import model_device
 from bench.hooks import TrainingHooks
 from methods.base import Candidate, Method, RunContext
 from methods.dynamic.flops_model import FlopsModel
@@ -49,9 +50,14 @@ class WidthController(TrainingHooks):
         self.trajectory: dict[str, list[list[float]]] = {s: [] for s in slots}
         self.record_every = 1
 
-    # Subclasses implement these four.
+    # Subclasses implement these five.
     def width_parameters(self) -> list[nn.Parameter]:
         """The trainable parameters that set the widths."""
+        raise NotImplementedError
+
+    def width_modules(self) -> list[nn.Module]:
+        """The modules (e.g. an `nn.ParameterDict`) that hold `width_parameters()`, so that
+        `to` moves them the way `nn.Module.to` moves a model's."""
         raise NotImplementedError
 
     def transform(self, x: torch.Tensor, mask) -> torch.Tensor:
@@ -67,6 +73,18 @@ class WidthController(TrainingHooks):
         raise NotImplementedError
 
     # Shared behaviour.
+    @property
+    def device(self) -> torch.device:
+        """Where the width parameters are (the model's device once training has started)."""
+        return self.width_parameters()[0].device
+
+    def to(self, device: torch.device | str) -> WidthController:
+        """Move the width parameters to `device`, in place. Do it before moving a bound model
+        there: moving a recurrent layer evaluates its masked weights, and so the masks."""
+        for module in self.width_modules():
+            module.to(device)
+        return self
+
     def bind(self, model: nn.Module) -> None:
         masks = width_masks(model)
         for slot in self.slots:
@@ -82,6 +100,9 @@ class WidthController(TrainingHooks):
         return self.config.width_lr or self.span / (CROSS_SHARE * self.steps)
 
     def parameters(self, model: nn.Module) -> list[dict[str, Any]]:
+        # The training loop asks once it has moved the model to the run's device: the width
+        # parameters follow it there (a no-op after `candidates`, which moved them first).
+        self.to(model_device(model))
         # Own group: no weight decay (it would pull widths to 0); the rate held for the first
         # half of the recipe (the weights' cosine decay froze the widths long before the cost
         # was balanced), then decayed, so the widths settle on the balance they found.
@@ -119,7 +140,8 @@ class WidthController(TrainingHooks):
         keep = {}
         for s in self.slots:
             present = self.present(s, training=False)
-            keep[s] = torch.arange(self.full[s]) if present is None else torch.nonzero(present).flatten()
+            everything = present is None
+            keep[s] = torch.arange(self.full[s], device=self.device) if everything else torch.nonzero(present).flatten()
         return keep
 
     def summary(self) -> dict[str, Any]:
@@ -180,6 +202,9 @@ class DynamicWidthMethod(Method):
         model = task.build_model()
         self.prepare_model(model)
         controller.bind(model)
+        # Before the training loop moves the model: moving a GRU/LSTM evaluates its masked
+        # weights (`mask_weights`), whose masks come from the width parameters' device.
+        controller.to(ctx.device)
         controller.record_every = max(1, ctx.recipe.steps // 100)
         report = ctx.train(model, hooks=controller, desc=f"{task.name}/{self.name} {self.label(knob)}")
         model.eval()

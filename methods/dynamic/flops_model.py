@@ -55,8 +55,10 @@ class FlopsModel:
         self._check(check_points, tolerance)
 
     def _quadratic_form(self) -> None:
-        """Coefficients as c + a.w + w.B.w, evaluated in three tensor operations per step."""
+        """Coefficients as c + a.w + w.B.w, evaluated in three tensor operations per step. These
+        float64 CPU tensors are the fit; `_on` gives copies on the widths' device and dtype."""
         n = len(self.slots)
+        self._copies: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, ...]] = {}
         self.constant = torch.tensor(0.0, dtype=torch.float64)
         self.linear = torch.zeros(n, dtype=torch.float64)
         self.quadratic = torch.zeros(n, n, dtype=torch.float64)
@@ -113,10 +115,26 @@ class FlopsModel:
                     f"{expected}, fit {got:.0f})"
                 )
 
+    def _on(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(c, a, B) on `device` in `dtype`, copied once per device and dtype."""
+        key = (device, dtype)
+        if key not in self._copies:
+            fit = (self.constant, self.linear, self.quadratic)
+            self._copies[key] = tuple(t.to(device=device, dtype=dtype) for t in fit)
+        return self._copies[key]
+
     def __call__(self, widths: dict[str, torch.Tensor | float]) -> torch.Tensor:
-        """FLOPs at (possibly continuous, differentiable) widths of `self.slots`."""
-        w = torch.stack([torch.as_tensor(widths[s], dtype=torch.float64) for s in self.slots])
-        return (self.constant + self.linear @ w + w @ self.quadratic @ w).float()
+        """FLOPs at (possibly continuous, differentiable) widths of `self.slots`, as float32.
+
+        Computed in float64 where the widths are (the model's device during training; the
+        CPU for Python numbers), so the cost and its gradient are the same numbers on every
+        device; the polynomial is a handful of operations, so float64 costs nothing there."""
+        values = [widths[s] for s in self.slots]
+        tensor = next((v for v in values if isinstance(v, torch.Tensor)), None)
+        device = tensor.device if tensor is not None else self.constant.device
+        w = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device) for v in values])
+        constant, linear, quadratic = self._on(device, torch.float64)
+        return (constant + linear @ w + w @ quadratic @ w).float()
 
     def ratio(self, widths: dict[str, torch.Tensor | float]) -> torch.Tensor:
         """FLOPs relative to the full-width model: the cost term of the loss."""
