@@ -2,7 +2,9 @@
 toy GRU and attention models, torch-pruning's surgery on every task's model, whole runs on
 the speech models (smaller, reloaded, scored), bad knobs."""
 
+import ast
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,7 +27,7 @@ from methods.pruning.slot_groups import as_task_model, prune_features, slot_grou
 from methods.pruning.stepping import closest_count, step_targets
 from methods.pruning.tp_pruners import RNNPruner, dependency_graph
 from methods.structured import Structured, StructuredConfig
-from tasks.base import Evaluation, Task, WidthMask
+from tasks.base import Evaluation, FeatureBank, Task, WidthMask, feature_banks
 
 SMOKE = ["--task", "synthetic", "--scale", "smoke", "--quiet", "--seed", "0", "--threads", "1"]
 TARGETS = [0.5, 0.25, 0.125]  # the default FLOP/s targets
@@ -405,3 +407,91 @@ def test_magnitude_runs_on_every_speech_model(name, overrides, one_thread):
     cx = measure(cand.model, task.example_input())
     assert abs(cx.nonzero_flops / cx.flops / 0.5 - 1) <= 0.10
     assert torch.isfinite(cand.model(task.example_input())).all()
+
+
+# --- front ends through the FeatureBank protocol; methods import no task module --------------
+class ProjectionBank(FeatureBank):
+    """A fixed random projection of the input channels, its features rows of a buffer: a
+    front end that is not the log-mel one, known to the pruners only by the protocol."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.register_buffer("rows", torch.randn(n, 6, generator=torch.Generator().manual_seed(3)))
+
+    def forward(self, x):  # (batch, 6, frames) -> (batch, n, frames)
+        return torch.matmul(self.rows, x)
+
+    @property
+    def out_features(self):
+        return self.rows.shape[0]
+
+    def keep_features(self, idxs):
+        self.rows = self.rows[list(idxs)].contiguous()
+
+
+class BankNet(nn.Module):
+    def __init__(self, bank: int, conv: int):
+        super().__init__()
+        self.bank, self.bank_mask = ProjectionBank(bank), WidthMask("bank", dim=1)
+        self.norm = nn.BatchNorm1d(bank)
+        self.conv = nn.Sequential(nn.Conv1d(bank, conv, 3, padding=1), nn.ReLU(), WidthMask("conv", dim=1))
+        self.head = nn.Conv1d(conv, 1, 1)
+
+    def forward(self, x):
+        return self.head(self.conv(self.norm(self.bank_mask(self.bank(x))))).squeeze(1)
+
+
+class BankTask(ToyTask):
+    def __init__(self):
+        super().__init__("crnn")
+
+    def width_slots(self):
+        return {"bank": 16, "conv": 12}
+
+    def build_model(self, widths=None):
+        w = self.resolve_widths(widths)
+        return BankNet(w["bank"], w["conv"])
+
+
+def test_structured_prunes_a_feature_bank_through_the_protocol():
+    task = BankTask()
+    graph = dependency_graph(task.build_model(), task.example_input())
+    assert ProjectionBank in graph.CUSTOMIZED_PRUNERS  # found by the protocol, not by its class
+    ctx = RunContext(task=task, seed=0, recipe=task.recipe(), progress=False)
+    (cand,) = Structured(StructuredConfig(ratios=[0.3], steps=2, slots=["bank"])).candidates(ctx)
+    assert cand.widths["bank"] < 16 and cand.widths["conv"] == 12
+    bank = cand.model.bank
+    assert bank.out_features == cand.widths["bank"] == cand.model.norm.num_features
+    assert cand.model.conv[0].in_channels == cand.widths["bank"]
+    # the kept rows are rows of the dense bank, in order
+    dense_rows = ProjectionBank(16).rows
+    kept = [i for i in range(16) if any(torch.equal(dense_rows[i], r) for r in bank.rows)]
+    assert len(kept) == bank.out_features and torch.equal(dense_rows[kept], bank.rows)
+    assert abs(measure(cand.model, task.example_input()).flops / cand.info["dense_flops"] / 0.3 - 1) <= 0.10
+
+
+def test_a_feature_bank_spreads_only_if_it_says_how():
+    from tasks.speech.frontend import LogMel
+
+    assert LogMel.can_spread() and not ProjectionBank.can_spread()
+    model = nn.Sequential(LogMel(8), nn.Identity(), ProjectionBank(4))
+    assert feature_banks(model) == [model[0], model[2]] and feature_banks(model, spreadable=True) == [model[0]]
+    with pytest.raises(NotImplementedError):
+        model[2].spread_features()
+
+
+def test_methods_import_no_task_module_but_tasks_base():
+    """Methods reach tasks only through the shared width core (`tasks.base`): a task's layers
+    (front ends, ...) register with methods through its protocols, not the other way round."""
+    root = Path(__file__).resolve().parent.parent
+    bad = []
+    for path in sorted((root / "methods").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [f"{node.module}.{a.name}" if node.module == "tasks" else node.module for a in node.names]
+            else:
+                continue
+            bad += [f"{path.relative_to(root)}: {n}" for n in names if n.split(".")[0] == "tasks" and n != "tasks.base"]
+    assert not bad, bad

@@ -8,10 +8,12 @@ Two layers of the speech models break that:
   mapping); its LSTM pruner slices `weight_hh` and the biases by unit, not by gate block.
   `RNNPruner` prunes hidden units in every gate block of `weight_ih`/`weight_hh`/biases
   (and the columns of `weight_hh`), and input features as columns of `weight_ih`.
-- **The log-mel front end** holds its filterbank as a buffer and runs on the waveform,
-  which needs no gradient, so the trace starts at the BatchNorm after it and torch-pruning
-  shrinks that norm but not the filterbank. `LogMelPruner` prunes mel bands (filter rows);
-  it has no input channels.
+- **Front ends** (`tasks.base.FeatureBank`, e.g. the log-mel filterbank) hold their
+  features as rows of a buffer and run on the raw input, which needs no gradient, so the
+  trace starts at the layer after them (e.g. a BatchNorm) and torch-pruning shrinks that
+  layer but not the bank. `FeatureBankPruner` drops features through the bank's own
+  `keep_features`; a bank has no input channels. Any layer that implements the protocol
+  is pruned so, without this module knowing the task that defines it.
 
 Both are registered as customized layers, and while the graph is traced their outputs
 are cut from what is inside them (`_Opaque`): the layer becomes one node whose input is
@@ -36,7 +38,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from tasks.speech.frontend import LogMel
+from tasks.base import FeatureBank
 
 
 class RNNPruner(tp.pruner.function.BasePruningFunc):
@@ -98,23 +100,22 @@ class RNNPruner(tp.pruner.function.BasePruningFunc):
         return per_unit[list(idxs)]
 
 
-class LogMelPruner(tp.pruner.function.BasePruningFunc):
-    """Mel bands of `LogMel`: rows of its filterbank buffer. No input channels (the spectrum)."""
+class FeatureBankPruner(tp.pruner.function.BasePruningFunc):
+    """Output features of a `FeatureBank` (rows of its own tensors). No input channels."""
 
-    TARGET_MODULES = LogMel
+    TARGET_MODULES = FeatureBank
 
-    def prune_out_channels(self, layer: LogMel, idxs: Sequence[int]) -> nn.Module:
-        keep = sorted(set(range(layer.filters.shape[0])) - set(idxs))
-        layer.filters = layer.filters[keep].contiguous()  # a registered buffer stays one
+    def prune_out_channels(self, layer: FeatureBank, idxs: Sequence[int]) -> nn.Module:
+        layer.keep_features(sorted(set(range(layer.out_features)) - set(idxs)))
         return layer
 
-    def prune_in_channels(self, layer: LogMel, idxs: Sequence[int]) -> nn.Module:
+    def prune_in_channels(self, layer: FeatureBank, idxs: Sequence[int]) -> nn.Module:
         return layer
 
-    def get_out_channels(self, layer: LogMel) -> int:
-        return layer.filters.shape[0]
+    def get_out_channels(self, layer: FeatureBank) -> int:
+        return layer.out_features
 
-    def get_in_channels(self, layer: LogMel) -> None:
+    def get_in_channels(self, layer: FeatureBank) -> None:
         return None
 
 
@@ -128,8 +129,8 @@ def customized_pruners(model: nn.Module) -> dict[type, tp.pruner.function.BasePr
                     f"structured pruning handles one-layer, one-direction RNNs without projection, not {m}"
                 )
             found.setdefault(type(m), RNNPruner())
-        elif isinstance(m, LogMel):
-            found.setdefault(type(m), LogMelPruner())
+        elif isinstance(m, FeatureBank):
+            found.setdefault(type(m), FeatureBankPruner())
     return found
 
 
