@@ -25,7 +25,7 @@ from methods.magnitude import Magnitude, MagnitudeConfig
 from methods.pruning.scores import feature_scores, lowest, removable, removal_counts, removal_order, slot_costs
 from methods.pruning.slot_groups import as_task_model, prune_features, slot_groups
 from methods.pruning.stepping import closest_count, step_targets
-from methods.pruning.tp_pruners import RNNPruner, dependency_graph
+from methods.pruning.tp_pruners import MagnitudeImportance, RNNPruner, dependency_graph
 from methods.structured import Structured, StructuredConfig
 from tasks.base import Evaluation, FeatureBank, Task, WidthMask, feature_banks
 
@@ -495,3 +495,34 @@ def test_methods_import_no_task_module_but_tasks_base():
                 continue
             bad += [f"{path.relative_to(root)}: {n}" for n in names if n.split(".")[0] == "tasks" and n != "tasks.base"]
     assert not bad, bad
+
+
+class RecurrentOnly(nn.Module):
+    """A GRU whose outputs reach no Conv, Linear or norm: torch-pruning's importance has nothing to score."""
+
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(6, 5, batch_first=True)
+
+    def forward(self, x):
+        return self.gru(x.transpose(1, 2))[0].mean(-1)
+
+
+def test_tp_pruners_make_their_tensors_on_the_models_device():
+    """On the meta device (a stand-in for an accelerator) the trace, the importances with the
+    GRU's weights added, and the GRU surgery all stay on the model's device."""
+    task = ToyTask("crnn")
+    model = task.build_model().eval().to("meta")
+    graph = dependency_graph(model, task.example_input().to("meta"))
+    groups = slot_groups(graph, model, slot_layout(task), task.resolve_widths(), ["conv", "gru"])
+    assert {g.slot for g in groups} == {"conv", "gru"}
+    for g in groups:
+        assert MagnitudeImportance()(g.group).device.type == "meta"
+        prune_features(graph, g, [0, 1])
+    assert (model.gru.hidden_size, model.gru.input_size) == (8, 10)
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    model = RecurrentOnly().to("meta")
+    graph = dependency_graph(model, torch.zeros(1, 6, 12, device="meta"))
+    group = graph.get_pruning_group(model.gru, graph.CUSTOMIZED_PRUNERS[nn.GRU].prune_out_channels, list(range(5)))
+    scores = MagnitudeImportance()(group)
+    assert scores.device.type == "meta" and scores.shape == (5,)

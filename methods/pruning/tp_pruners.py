@@ -54,10 +54,13 @@ class RNNPruner(tp.pruner.function.BasePruningFunc):
     def supports(layer: nn.RNNBase) -> bool:
         return layer.num_layers == 1 and not layer.bidirectional and not getattr(layer, "proj_size", 0)
 
-    def _rows(self, layer: nn.RNNBase, keep: list[int]) -> torch.Tensor:
-        """`keep` in every gate block: weight rows are `gates` contiguous blocks of hidden units."""
+    def _rows(self, layer: nn.RNNBase, keep: list[int]) -> list[int]:
+        """`keep` in every gate block: weight rows are `gates` contiguous blocks of hidden units.
+
+        Plain ints, not a tensor: torch-pruning makes its index tensor on the weight's device
+        (from a tensor it accepts only a CPU one)."""
         h = layer.hidden_size
-        return torch.tensor([g * h + i for g in range(self.gates(layer)) for i in keep], dtype=torch.long)
+        return [g * h + i for g in range(self.gates(layer)) for i in keep]
 
     def prune_out_channels(self, layer: nn.RNNBase, idxs: Sequence[int]) -> nn.Module:
         keep = sorted(set(range(layer.hidden_size)) - set(idxs))
@@ -150,7 +153,8 @@ class _Opaque(torch.autograd.Function):
 def _opaque_outputs(model: nn.Module, types: tuple[type, ...]) -> Iterator[None]:
     def hook(module, inputs, output):
         x = inputs[0]
-        anchor = x if x.requires_grad else torch.zeros((), requires_grad=True)  # a leaf: the trace stops there
+        # a leaf on the input's device: the trace stops there
+        anchor = x if x.requires_grad else torch.zeros((), device=x.device, requires_grad=True)
         if isinstance(output, tuple):  # nn.GRU: (sequence, last state); torch-pruning reads the first
             return (_Opaque.apply(anchor, output[0].detach()), *output[1:])
         return _Opaque.apply(anchor, output.detach())
@@ -172,6 +176,13 @@ def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGr
         )
 
 
+def _device(module: nn.Module) -> torch.device:
+    """Where `module`'s tensors are (its first parameter or buffer; CPU if it has none)."""
+    for t in (*module.parameters(), *module.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
 class _WithRecurrentWeights:
     """Mixin: add the recurrent layers' own weights to a torch-pruning group importance."""
 
@@ -180,13 +191,13 @@ class _WithRecurrentWeights:
     def __call__(self, group) -> torch.Tensor:
         total = super().__call__(group)
         if total is None:
-            total = torch.zeros(len(group[0].idxs))
+            total = torch.zeros(len(group[0].idxs), device=_device(group[0].dep.target.module))
         for item in group:
             pruner = getattr(item.dep.handler, "__self__", None)
             if isinstance(pruner, RNNPruner) and None not in item.root_idxs:
                 out = item.dep.handler == pruner.prune_out_channels
-                local = pruner.scores(item.dep.layer, item.idxs, out, self.taylor).to(total.dtype)
-                total = total.scatter_add(0, torch.tensor(item.root_idxs), local)
+                local = pruner.scores(item.dep.layer, item.idxs, out, self.taylor).to(total.device, total.dtype)
+                total = total.scatter_add(0, torch.tensor(item.root_idxs, device=total.device), local)
         return total
 
 
