@@ -26,12 +26,13 @@ keeps the head count by removing the same feature of every head (`methods.prunin
 
 Importance: torch-pruning's group importances score Conv, Linear and norm layers; the
 classes here add the recurrent weights of a group (magnitude ``|w|^2``, Taylor
-``|w * dL/dw|``) and leave normalisation to the caller.
+``|w * dL/dw|``; another importance mixes in `WithRecurrentWeights` with its own
+per-entry score) and leave normalisation to the caller.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -88,12 +89,10 @@ class RNNPruner(tp.pruner.function.BasePruningFunc):
     def get_in_channels(self, layer: nn.RNNBase) -> int:
         return layer.input_size
 
-    def scores(self, layer: nn.RNNBase, idxs: Sequence[int], out: bool, taylor: bool) -> torch.Tensor:
-        """Per pruned index: ``|w|^2`` (or ``|w * grad|``) summed over every weight entry it owns."""
-
-        def entry(p: torch.Tensor) -> torch.Tensor:
-            return (p.detach() * p.grad).abs() if taylor else p.detach() ** 2
-
+    def scores(
+        self, layer: nn.RNNBase, idxs: Sequence[int], out: bool, entry: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """Per pruned index: `entry` (a score per weight entry, e.g. ``|w|^2``) summed over every entry it owns."""
         if not out:
             return entry(layer.weight_ih_l0).sum(0)[list(idxs)]
         g, h = self.gates(layer), layer.hidden_size
@@ -183,10 +182,12 @@ def _device(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-class _WithRecurrentWeights:
-    """Mixin: add the recurrent layers' own weights to a torch-pruning group importance."""
+class WithRecurrentWeights:
+    """Mixin: add the recurrent layers' own weights to a torch-pruning group importance, each
+    entry scored by `entry` (the importance's own per-entry score)."""
 
-    taylor = False
+    def entry(self, w: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def __call__(self, group) -> torch.Tensor:
         total = super().__call__(group)
@@ -196,25 +197,29 @@ class _WithRecurrentWeights:
             pruner = getattr(item.dep.handler, "__self__", None)
             if isinstance(pruner, RNNPruner) and None not in item.root_idxs:
                 out = item.dep.handler == pruner.prune_out_channels
-                local = pruner.scores(item.dep.layer, item.idxs, out, self.taylor).to(total.device, total.dtype)
+                local = pruner.scores(item.dep.layer, item.idxs, out, self.entry).to(total.device, total.dtype)
                 total = total.scatter_add(0, torch.tensor(item.root_idxs, device=total.device), local)
         return total
 
 
-class MagnitudeImportance(_WithRecurrentWeights, tp.importance.GroupMagnitudeImportance):
+class MagnitudeImportance(WithRecurrentWeights, tp.importance.GroupMagnitudeImportance):
     """Group L2 magnitude: ``|w|^2`` summed over the group's entries of each index."""
 
     def __init__(self):
         super().__init__(p=2, group_reduction="sum", normalizer=None)
 
+    def entry(self, w: torch.Tensor) -> torch.Tensor:
+        return w.detach() ** 2
 
-class TaylorImportance(_WithRecurrentWeights, tp.importance.GroupTaylorImportance):
+
+class TaylorImportance(WithRecurrentWeights, tp.importance.GroupTaylorImportance):
     """First-order Taylor: ``|w * dL/dw|`` summed over the group (gradients must be in `.grad`)."""
-
-    taylor = True
 
     def __init__(self):
         super().__init__(group_reduction="sum", normalizer=None)
+
+    def entry(self, w: torch.Tensor) -> torch.Tensor:
+        return (w.detach() * w.grad).abs()
 
 
 IMPORTANCES = {"magnitude": MagnitudeImportance, "taylor": TaylorImportance}
