@@ -1,6 +1,7 @@
-"""magnitude and structured: pure scoring/stepping helpers, synthetic runs through the CLI,
-toy GRU and attention models, torch-pruning's surgery on every task's model, whole runs on
-the speech models (smaller, reloaded, scored), bad knobs."""
+"""magnitude, structured and l1_channel: pure scoring/stepping helpers, synthetic runs through
+the CLI, toy GRU and attention models, torch-pruning's surgery on every task's model, whole
+runs on the speech models (smaller, reloaded, scored), bad knobs, front ends pruned through
+the FeatureBank protocol, tensors on the model's device."""
 
 import ast
 from dataclasses import dataclass
@@ -15,12 +16,13 @@ from torch.utils.data import TensorDataset
 
 from bench.checkpoint import load_candidate
 from bench.cli import main
-from bench.complexity import measure
+from bench.complexity import flops_at, measure
 from bench.config import ConfigError, TrainRecipe
 from bench.runner import plan_runs
 from bench.store import ResultStore
 from methods.base import RunContext
 from methods.dynamic.layout import consolidate, slot_layout
+from methods.l1_channel import L1Channel, L1Importance
 from methods.magnitude import Magnitude, MagnitudeConfig
 from methods.pruning.scores import feature_scores, lowest, removable, removal_counts, removal_order, slot_costs
 from methods.pruning.slot_groups import as_task_model, prune_features, slot_groups
@@ -526,3 +528,69 @@ def test_tp_pruners_make_their_tensors_on_the_models_device():
     group = graph.get_pruning_group(model.gru, graph.CUSTOMIZED_PRUNERS[nn.GRU].prune_out_channels, list(range(5)))
     scores = MagnitudeImportance()(group)
     assert scores.device.type == "meta" and scores.shape == (5,)
+
+
+# --- l1_channel: structured pruning scored by the group L1 norm -------------------------------
+class OneConv(nn.Module):
+    def __init__(self, conv: int):
+        super().__init__()
+        self.conv, self.mask = nn.Conv1d(6, conv, 1, bias=False), WidthMask("conv", dim=1)
+        self.head = nn.Conv1d(conv, 1, 1, bias=False)
+
+    def forward(self, x):
+        return self.head(self.mask(torch.relu(self.conv(x)))).squeeze(1)
+
+
+class OneConvTask(ToyTask):
+    def __init__(self):
+        super().__init__("crnn")
+
+    def width_slots(self):
+        return {"conv": 3}
+
+    def build_model(self, widths=None):
+        return OneConv(self.resolve_widths(widths)["conv"])
+
+
+@pytest.mark.parametrize("method, removed", [(L1Channel(), 0), (Structured(), 1)])
+def test_l1_channel_removes_the_feature_of_least_group_l1_norm(method, removed):
+    """Filter 0 has the smallest L1 norm (1 against 1.8), filter 1 the smallest L2 norm
+    (0.54 against 1 squared): L1 scoring drops filter 0, structured's group L2 filter 1."""
+    task = OneConvTask()
+    ctx = RunContext(task=task, seed=0, recipe=task.recipe(), progress=False)
+    model = task.build_model()
+    rows = torch.tensor([[1.0, 0, 0, 0, 0, 0], [0.3] * 6, [2.0] * 6])
+    with torch.no_grad():
+        model.conv.weight.copy_(rows[:, :, None])
+        model.head.weight.fill_(0.1)
+    model, run = method.prepare(ctx, model)
+    two = flops_at(task, {"conv": 2}) / flops_at(task, {})
+    pruned, entry = method.prune_step(ctx, model, two, run)
+    assert entry["widths"] == {"conv": 2}
+    kept = [i for i in range(3) if i != removed]
+    assert torch.equal(pruned.conv.weight[:, :, 0], rows[kept])
+
+
+def test_l1_channel_reaches_flop_targets_on_the_synthetic_task(store_path):
+    assert L1Channel.in_all is False and L1Channel().config.steps == 1  # an extra, one-shot by default
+    args = ["--method", "l1_channel", "--store", store_path, "--set", "train.steps=60"]
+    assert main(["run", *SMOKE, *args]) == 0
+    rows = sorted(ResultStore(store_path).rows(), key=lambda r: -r["target_ratio"])
+    assert [r["target_ratio"] for r in rows] == TARGETS
+    for row in rows:
+        assert row["status"] == "ok" and row["target_met"] and row["info"]["importance"] == "l1"
+        assert abs(row["flops"] / row["info"]["dense_flops"] / row["target_ratio"] - 1) <= 0.10, row["label"]
+        assert row["info"]["budget_split"] == {"pretrain": 30, "step": 6, "final": 30, "total": 60}
+        assert len(row["info"]["steps"]) == 1 and row["train_steps"] == 60
+
+
+def test_l1_importance_adds_every_gate_row_and_recurrent_column_of_a_gru_unit():
+    task = ToyTask("crnn")
+    model = task.build_model().eval()
+    graph = dependency_graph(model, task.example_input())
+    (group,) = slot_groups(graph, model, slot_layout(task), task.resolve_widths(), ["gru"])
+    gru, h = model.gru, 10
+    ih, hh = gru.weight_ih_l0.detach().abs(), gru.weight_hh_l0.detach().abs()
+    expected = ih.sum(1).reshape(3, h).sum(0) + hh.sum(1).reshape(3, h).sum(0) + hh.sum(0)
+    expected += model.head.weight.detach().abs().sum(0)  # the head's input column of each unit
+    assert torch.allclose(L1Importance()(group.group), expected, rtol=1e-5)
