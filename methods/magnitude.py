@@ -6,14 +6,11 @@ of non-zero weights); the sparsity that meets it is found, not given, and record
 FLOP/s do not change: the candidate has the dense architecture with zeros in its weights
 (what hardware that skips zeros would save; dense hardware runs it as fast as before).
 
-Per run, within the budget every method gets (`train.steps` optimizer steps in all; see
-`methods.pruning.stepping.split_budget`): train the dense model for `pretrain` of the
-budget (search cost), then `steps` times: find by bisection how many of the
-smallest-magnitude weights (ranked over all pruned layers together) must be zero for the
-step's ratio (geometric schedule to the target), prune them with
-`prune.global_unstructured`, fine-tune briefly (`step_finetune` of the budget, search
-cost); at the end fine-tune with the rest of the budget (train time) and make the masks
-permanent (`prune.remove`).
+The schedule (dense pre-training, `steps` prune steps with short fine-tunes, the final
+fine-tuning) is `methods.pruning.iterative`'s. Each step finds by bisection how many of
+the smallest-magnitude weights (ranked over all pruned layers together) must be zero for
+the step's ratio and prunes them with `prune.global_unstructured`; at the end the masks
+are made permanent (`prune.remove`).
 Pruned: the weights of every Linear, convolution and recurrent layer; with
 `include_head=false` the last of them (the head) stays dense, but then its FLOPs are a
 floor under the ratio (on the synthetic task 24%, so 0.125 and 0.0625 are out of reach).
@@ -21,8 +18,7 @@ floor under the ratio (on the synthetic task 24%, so 0.125 and 0.0625 are out of
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -30,26 +26,21 @@ from torch.nn.utils import prune
 
 from bench.complexity import NonzeroCounter, measure
 from bench.registry import register_method
-from bench.targets import DEFAULT_TARGETS
-from methods.base import Candidate, Method, RunContext
-from methods.pruning.pretrain import pretrained_dense
-from methods.pruning.stepping import check_split, closest_count, split_budget, step_targets, validate_schedule
+from methods.base import RunContext
+from methods.pruning.iterative import IterativeConfig, IterativePruning
+from methods.pruning.stepping import closest_count
 
 _WEIGHTED = (nn.Linear, nn.modules.conv._ConvNd, nn.RNNBase)
 
 
 @dataclass(frozen=True)
-class MagnitudeConfig:
-    # target non-zero FLOP ratio of the dense model; one run per value (defaults under the task's floor are left out)
-    ratios: list[float] = field(default_factory=lambda: list(DEFAULT_TARGETS))
-    steps: int = 3  # prune + fine-tune iterations on the way to the target
-    pretrain: float = 0.5  # dense pre-training, as a fraction of the run's budget (train.steps)
-    step_finetune: float = 0.1  # fine-tuning after each intermediate step, as a fraction of the budget
+class MagnitudeConfig(IterativeConfig):
+    # `ratios` (from IterativeConfig) are target *non-zero* FLOP ratios of the dense model
     include_head: bool = True  # prune the last layer's weights too (zeros only; its outputs stay)
     max_sparsity: float = 0.995  # never zero more than this share of the pruned weights
 
     def validate(self) -> None:
-        validate_schedule(self)
+        super().validate()
         if not 0 < self.max_sparsity < 1:
             raise ValueError(f"max_sparsity must be in (0, 1), got {self.max_sparsity}")
 
@@ -91,18 +82,22 @@ def plain_copy(task, model: nn.Module) -> nn.Module:
     return probe.eval()
 
 
+@dataclass
+class _Run:
+    example: torch.Tensor
+    dense: int  # the dense model's FLOPs
+    params: list[tuple[nn.Module, str]]  # the pruned weights
+    total: int  # their entries
+
+
 @register_method("magnitude")
-class Magnitude(Method):
+class Magnitude(IterativePruning):
     description = (
         "global unstructured magnitude pruning to a non-zero FLOP ratio, iterative with fine-tuning (dense "
         "FLOPs unchanged)"
     )
     Config = MagnitudeConfig
-    knob = "ratios"
-    target_field = "ratios"
-
-    def check_budget(self, recipe) -> None:
-        check_split(self.config, self.name, recipe.steps)
+    target_flops = "nonzero_flops"
 
     def floor(self, task) -> float:
         """Non-zero FLOP ratio with `max_sparsity` of every pruned layer's weights zero: what
@@ -116,75 +111,56 @@ class Magnitude(Method):
         zeroed = counter.nonzero_flops() / counter.flops
         return zeroed + (1 - zeroed) * (1 - self.config.max_sparsity)
 
-    def candidates(self, ctx: RunContext) -> Iterator[Candidate]:
-        task, cfg = ctx.task, self.config
-        example = task.example_input()
-        budget = split_budget(cfg, ctx.recipe.steps)
-        short, final = replace(ctx.recipe, steps=budget.step), replace(ctx.recipe, steps=budget.final)
-        target = self.knob_value(ctx)
-        model, search_seconds = pretrained_dense(ctx, budget.pretrain)
+    def prepare(self, ctx: RunContext, model: nn.Module) -> tuple[nn.Module, _Run]:
+        example = ctx.task.example_input()
         # torch.nn.utils.prune flattens weights with .view(-1): channels-last ones must be made contiguous
         model = model.to(memory_format=torch.contiguous_format)
-        dense = measure(model, example).flops
-        params = prunable_weights(model, cfg.include_head)
+        params = prunable_weights(model, self.config.include_head)
         total = sum(getattr(m, n).numel() for m, n in params)
-        trace = []
-        for i, step_target in enumerate(step_targets(target, cfg.steps)):
-            weights = [effective(m, n) for m, n in params]
-            zeros = sum(int((w == 0).sum()) for w in weights)
-            probe = plain_copy(task, model)
-            probe_params = prunable_weights(probe, cfg.include_head)
-            counter = NonzeroCounter(probe, example)  # traced once; the probe's weights change in place
-            flat = torch.cat([w.flatten() for w in weights])
-            order = torch.argsort(flat.abs(), stable=True)
+        return model, _Run(example, measure(model, example).flops, params, total)
 
-            def ratio_of(k: int) -> float:
-                values = flat.clone()
-                values[order[:k]] = 0
-                with torch.no_grad():
-                    nn.utils.vector_to_parameters(values, [getattr(m, n) for m, n in probe_params])
-                return counter.nonzero_flops() / dense
+    def prune_step(self, ctx: RunContext, model: nn.Module, step_target: float, run: _Run) -> tuple[nn.Module, dict]:
+        cfg, params = self.config, run.params
+        weights = [effective(m, n) for m, n in params]
+        zeros = sum(int((w == 0).sum()) for w in weights)
+        probe = plain_copy(ctx.task, model)
+        probe_params = prunable_weights(probe, cfg.include_head)
+        counter = NonzeroCounter(probe, run.example)  # traced once; the probe's weights change in place
+        flat = torch.cat([w.flatten() for w in weights])
+        order = torch.argsort(flat.abs(), stable=True)
 
-            k = closest_count(ratio_of, step_target, zeros, int(cfg.max_sparsity * total))
-            if k > zeros:
-                prune.global_unstructured(
-                    params,
-                    pruning_method=prune.L1Unstructured,
-                    amount=k - zeros,
-                    importance_scores={(m, n): w.abs() for (m, n), w in zip(params, weights)},
-                )
-            trace.append(
-                {
-                    "step_target": round(step_target, 5),
-                    "sparsity": round(k / total, 5),
-                    "nonzero_ratio": round(ratio_of(k), 5),
-                }
+        def ratio_of(k: int) -> float:
+            values = flat.clone()
+            values[order[:k]] = 0
+            with torch.no_grad():
+                nn.utils.vector_to_parameters(values, [getattr(m, n) for m, n in probe_params])
+            return counter.nonzero_flops() / run.dense
+
+        k = closest_count(ratio_of, step_target, zeros, int(cfg.max_sparsity * run.total))
+        if k > zeros:
+            prune.global_unstructured(
+                params,
+                pruning_method=prune.L1Unstructured,
+                amount=k - zeros,
+                importance_scores={(m, n): w.abs() for (m, n), w in zip(params, weights)},
             )
-            if i < cfg.steps - 1 and budget.step > 0:
-                search_seconds += ctx.train(model, recipe=short, desc=f"{task.name}/magnitude step {i + 1}").seconds
-        report = ctx.train(model, recipe=final, desc=f"{task.name}/magnitude ratio={target} fine-tune")
-        for m, n in params:
+        entry = {
+            "step_target": round(step_target, 5),
+            "sparsity": round(k / run.total, 5),
+            "nonzero_ratio": round(ratio_of(k), 5),
+        }
+        return model, entry
+
+    def finish(self, ctx: RunContext, model: nn.Module, run: _Run) -> tuple[nn.Module, dict[str, int], dict]:
+        for m, n in run.params:
             if prune.is_pruned(m) and hasattr(m, n + "_mask"):
                 prune.remove(m, n)
-        sparsity = sum(int((getattr(m, n) == 0).sum()) for m, n in params) / total
-        cx = measure(model, example)
-        yield Candidate(
-            model=model.eval(),
-            widths=task.resolve_widths(None),
-            label=f"ratio={target}",
-            train_seconds=report.seconds,
-            search_seconds=search_seconds,
-            train_steps=budget.total,
-            target_ratio=target,
-            target_flops="nonzero_flops",
-            info={
-                "sparsity": sparsity,
-                "nonzero_ratio": cx.nonzero_flops / dense,
-                "dense_ratio": cx.flops / dense,
-                "budget_split": vars(budget),
-                "include_head": cfg.include_head,
-                "steps": trace,
-                "final_train_loss": report.final_loss,
-                "loss_curve": report.loss_curve,
-            },
-        )
+        sparsity = sum(int((getattr(m, n) == 0).sum()) for m, n in run.params) / run.total
+        cx = measure(model, run.example)
+        info = {
+            "sparsity": sparsity,
+            "nonzero_ratio": cx.nonzero_flops / run.dense,
+            "dense_ratio": cx.flops / run.dense,
+            "include_head": self.config.include_head,
+        }
+        return model, ctx.task.resolve_widths(None), info

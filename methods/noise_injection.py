@@ -31,7 +31,7 @@ from torch import nn
 from bench.config import ConfigError
 from bench.registry import register_method
 from methods.dynamic.common import DynamicWidthMethod, WidthController
-from tasks.speech.frontend import LogMel, spread_bands
+from tasks.base import FeatureBank, feature_banks
 
 _LAM_EPS = 1e-3
 SLOT_NOISE = ("shared", "first", "each")
@@ -199,7 +199,7 @@ class NoiseInjection(DynamicWidthMethod):
         consolidation keeps (the first K, persistent buffer rows) then span the full range."""
         if self.config.mel_bands == "spread":
             for logmel in _mel_front_ends(model):
-                spread_bands(logmel)
+                logmel.spread_features()
 
     def make_controller(self, task, slots, flops, knob: float, steps: int) -> NoiseInjectionController:
         if self.knob == "kappa_min":
@@ -207,5 +207,5 @@ class NoiseInjection(DynamicWidthMethod):
         return NoiseInjectionController(task, slots, flops, self.config, knob, 0.0, steps, self.ties(task))
 
 
-def _mel_front_ends(model: nn.Module) -> list[LogMel]:
-    return [m for m in model.modules() if isinstance(m, LogMel)]
+def _mel_front_ends(model: nn.Module) -> list[FeatureBank]:
+    return feature_banks(model, spreadable=True)

@@ -18,18 +18,15 @@ the surgery the pruned weights are loaded into `task.build_model(widths)`, so ca
 are the task's ordinary smaller models, saved and reloaded from their widths. Layers
 whose outputs are no slot (the classifier's logits) are torch-pruning ignored layers.
 
-Per run, within the budget every method gets (`train.steps` optimizer steps in all; see
-`methods.pruning.stepping.split_budget`): train the dense model for `pretrain` of the
-budget (search cost), then `steps` times: build the graph, score the groups, remove the
-globally cheapest features until the counter gives the step's FLOP ratio (geometric
-schedule to the target), fine-tune briefly (`step_finetune` of the budget, search cost);
-at the end fine-tune with the rest of the budget (train time).
+The schedule (dense pre-training, `steps` prune steps with short fine-tunes, the final
+fine-tuning) is `methods.pruning.iterative`'s. Each step builds the graph, scores the
+groups (`group_scores`, which subclasses may replace) and removes the globally cheapest
+features until the counter gives the step's FLOP ratio.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from itertools import cycle, islice
 
 import torch
@@ -37,50 +34,53 @@ from torch.utils.data import DataLoader
 
 from bench.complexity import flops_at
 from bench.registry import register_method
-from bench.targets import DEFAULT_TARGETS
-from methods.base import Candidate, Method, RunContext
-from methods.dynamic.layout import slot_layout
-from methods.pruning.pretrain import pretrained_dense
+from methods.base import RunContext
+from methods.dynamic.layout import SlotDim, slot_layout
+from methods.pruning.iterative import IterativeConfig, IterativePruning
 from methods.pruning.scores import feature_scores, lowest, removable, removal_counts, removal_order, slot_costs
 from methods.pruning.slot_groups import SlotGroup, as_task_model, prune_features, slot_groups
-from methods.pruning.stepping import check_split, closest_count, split_budget, step_targets, validate_schedule
+from methods.pruning.stepping import closest_count
 from methods.pruning.tp_pruners import IMPORTANCES, dependency_graph
 
 
 @dataclass(frozen=True)
-class StructuredConfig:
-    ratios: list[float] = field(
-        default_factory=lambda: list(DEFAULT_TARGETS)
-    )  # target FLOP ratio of the dense model; one run per value
+class StructuredConfig(IterativeConfig):
     importance: str = (
         "magnitude"  # magnitude (group L2 of each feature's weights) | taylor (|w * dL/dw| over taylor_batches)
     )
-    steps: int = 3  # prune steps on the way to the target
-    pretrain: float = 0.5  # dense pre-training, as a fraction of the run's budget (train.steps)
-    step_finetune: float = 0.1  # fine-tuning between steps, as a fraction of the budget
     taylor_batches: int = 4  # training batches whose gradients the taylor importance sums
     slots: list[str] = field(default_factory=list)  # slots to prune; empty = all of the task's slots
 
     def validate(self) -> None:
-        validate_schedule(self)
+        super().validate()
         if self.importance not in IMPORTANCES:
             raise ValueError(f"unknown importance {self.importance!r}; choose from {', '.join(IMPORTANCES)}")
         if self.taylor_batches < 1:
             raise ValueError(f"taylor_batches must be >= 1, got {self.taylor_batches}")
 
 
+@dataclass
+class _Run:
+    slots: list[str]  # the slots pruned
+    layout: dict[str, list[SlotDim]]  # every slot, so all widths can be read back
+    example: torch.Tensor
+    dense: int  # the dense model's FLOPs
+    widths: dict[str, int]  # the model's widths now
+    grouped: dict[str, int] = field(default_factory=dict)  # slot -> torch-pruning groups at the last step
+
+
 @register_method("structured")
-class Structured(Method):
+class Structured(IterativePruning):
     description = (
         "torch-pruning structured pruning (channels, GRU units, mel bands, head features) to a FLOP ratio, "
         "then fine-tuning"
     )
     Config = StructuredConfig
-    knob = "ratios"
-    target_field = "ratios"
 
-    def check_budget(self, recipe) -> None:
-        check_split(self.config, self.name, recipe.steps)
+    @property
+    def importance(self) -> str:
+        """The importance's name, recorded in `info`."""
+        return self.config.importance
 
     def resolve_slots(self, task) -> list[str]:
         full = task.width_slots()
@@ -90,67 +90,50 @@ class Structured(Method):
         """FLOP ratio with every pruned slot at width 1 (the front end, e.g., stays)."""
         return flops_at(task, {s: 1 for s in self.resolve_slots(task)}) / flops_at(task, {})
 
-    def candidates(self, ctx: RunContext) -> Iterator[Candidate]:
-        task, cfg = ctx.task, self.config
-        slots = self.resolve_slots(task)
-        layout = slot_layout(task)  # every slot, so all widths can be read back
-        example = task.example_input()
-        dense = flops_at(task, {})
-        budget = split_budget(cfg, ctx.recipe.steps)
-        short, final = replace(ctx.recipe, steps=budget.step), replace(ctx.recipe, steps=budget.final)
-        target = self.knob_value(ctx)
-        model, search_seconds = pretrained_dense(ctx, budget.pretrain)
-        widths, trace, grouped = task.resolve_widths(None), [], {}
-        for i, step_target in enumerate(step_targets(target, cfg.steps)):
-            graph = dependency_graph(model, example)
-            groups = slot_groups(graph, model, layout, widths, slots)
-            grouped = {s: sum(g.slot == s for g in groups) for s in slots}
-            scores = self.group_scores(ctx, model, groups)
-            order = removal_order(slot_costs([(g.slot, s) for g, s in zip(groups, scores)]))
-            sizes = {s: widths[s] for s in slots if grouped[s]}
-
-            def ratio_of(k: int) -> float:
-                return (
-                    flops_at(task, {**widths, **{s: sizes[s] - c for s, c in removal_counts(order, sizes, k).items()}})
-                    / dense
-                )
-
-            counts = removal_counts(order, sizes, closest_count(ratio_of, step_target, 0, removable(sizes)))
-            for g, s in zip(groups, scores):
-                prune_features(graph, g, lowest(s, counts[g.slot]))
-            model, widths = as_task_model(task, model, layout)
-            trace.append(
-                {
-                    "step_target": round(step_target, 5),
-                    "ratio": round(flops_at(task, widths) / dense, 5),
-                    "widths": dict(widths),
-                }
-            )
-            if i < cfg.steps - 1 and budget.step > 0:
-                search_seconds += ctx.train(model, recipe=short, desc=f"{task.name}/structured step {i + 1}").seconds
-        report = ctx.train(model, recipe=final, desc=f"{task.name}/structured ratio={target} fine-tune")
-        ratio = (
-            flops_at(task, widths) / dense
-        )  # the counter on the task's model at these widths: the pruned model's shapes
-        yield Candidate(
-            model=model.eval(),
-            widths=dict(widths),
-            label=f"ratio={target}",
-            train_seconds=report.seconds,
-            search_seconds=search_seconds,
-            train_steps=budget.total,
-            target_ratio=target,
-            info={
-                "achieved_ratio": ratio,
-                "dense_flops": dense,
-                "budget_split": vars(budget),
-                "importance": cfg.importance,
-                "steps": trace,
-                "tp_groups": grouped,
-                "final_train_loss": report.final_loss,
-                "loss_curve": report.loss_curve,
-            },
+    def prepare(self, ctx: RunContext, model: torch.nn.Module) -> tuple[torch.nn.Module, _Run]:
+        task = ctx.task
+        run = _Run(
+            self.resolve_slots(task), slot_layout(task), task.example_input(), flops_at(task, {}), task.resolve_widths()
         )
+        return model, run
+
+    def prune_step(
+        self, ctx: RunContext, model: torch.nn.Module, step_target: float, run: _Run
+    ) -> tuple[torch.nn.Module, dict]:
+        task, widths = ctx.task, run.widths
+        graph = dependency_graph(model, run.example)
+        groups = slot_groups(graph, model, run.layout, widths, run.slots)
+        run.grouped = {s: sum(g.slot == s for g in groups) for s in run.slots}
+        scores = self.group_scores(ctx, model, groups)
+        order = removal_order(slot_costs([(g.slot, s) for g, s in zip(groups, scores)]))
+        sizes = {s: widths[s] for s in run.slots if run.grouped[s]}
+
+        def ratio_of(k: int) -> float:
+            removed = removal_counts(order, sizes, k)
+            return flops_at(task, {**widths, **{s: sizes[s] - c for s, c in removed.items()}}) / run.dense
+
+        counts = removal_counts(order, sizes, closest_count(ratio_of, step_target, 0, removable(sizes)))
+        for g, s in zip(groups, scores):
+            prune_features(graph, g, lowest(s, counts[g.slot]))
+        model, run.widths = as_task_model(task, model, run.layout)
+        entry = {
+            "step_target": round(step_target, 5),
+            "ratio": round(flops_at(task, run.widths) / run.dense, 5),
+            "widths": dict(run.widths),
+        }
+        return model, entry
+
+    def finish(
+        self, ctx: RunContext, model: torch.nn.Module, run: _Run
+    ) -> tuple[torch.nn.Module, dict[str, int], dict]:
+        info = {
+            # the counter on the task's model at these widths: the pruned model's shapes
+            "achieved_ratio": flops_at(ctx.task, run.widths) / run.dense,
+            "dense_flops": run.dense,
+            "importance": self.importance,
+            "tp_groups": run.grouped,
+        }
+        return model, dict(run.widths), info
 
     def group_scores(self, ctx: RunContext, model: torch.nn.Module, groups: list[SlotGroup]) -> list[torch.Tensor]:
         """Per-feature importance of each group (taylor: gradients summed over a few batches)."""

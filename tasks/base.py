@@ -8,7 +8,7 @@ compacted candidate is rebuilt from its widths alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -49,6 +49,39 @@ def width_masks(model: nn.Module) -> dict[str, list[WidthMask]]:
         if isinstance(module, WidthMask):
             found.setdefault(module.slot, []).append(module)
     return found
+
+
+class FeatureBank(nn.Module):
+    """A layer whose output features are rows of its own tensors (e.g. a filterbank buffer)
+    and that has no input features to follow: a front end computed from the raw input.
+
+    Structured pruning drops its features through `keep_features`, so the layers after it
+    shrink with it; methods that keep the first K features may first `spread_features`.
+    A subclass implements `out_features` and `keep_features` (and `spread_features` where
+    its features have an order that a prefix should span).
+    """
+
+    @property
+    def out_features(self) -> int:
+        """How many output features the layer has now."""
+        raise NotImplementedError
+
+    def keep_features(self, idxs: Sequence[int]) -> None:
+        """Keep only the output features `idxs` (sorted), in place; persistent tensors stay registered."""
+        raise NotImplementedError
+
+    def spread_features(self) -> None:
+        """Reorder the features (in place) so that every prefix spans their whole range."""
+        raise NotImplementedError(f"{type(self).__name__} has no order to spread its features by")
+
+    @classmethod
+    def can_spread(cls) -> bool:
+        return cls.spread_features is not FeatureBank.spread_features
+
+
+def feature_banks(model: nn.Module, spreadable: bool = False) -> list[FeatureBank]:
+    """The model's `FeatureBank` layers, in module order (only those that can spread if `spreadable`)."""
+    return [m for m in model.modules() if isinstance(m, FeatureBank) and (m.can_spread() or not spreadable)]
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,11 @@
-"""magnitude and structured: pure scoring/stepping helpers, synthetic runs through the CLI,
-toy GRU and attention models, torch-pruning's surgery on every task's model, whole runs on
-the speech models (smaller, reloaded, scored), bad knobs."""
+"""magnitude, structured and l1_channel: pure scoring/stepping helpers, synthetic runs through
+the CLI, toy GRU and attention models, torch-pruning's surgery on every task's model, whole
+runs on the speech models (smaller, reloaded, scored), bad knobs, front ends pruned through
+the FeatureBank protocol, tensors on the model's device."""
 
+import ast
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,19 +16,20 @@ from torch.utils.data import TensorDataset
 
 from bench.checkpoint import load_candidate
 from bench.cli import main
-from bench.complexity import measure
+from bench.complexity import flops_at, measure
 from bench.config import ConfigError, TrainRecipe
 from bench.context import run_context
 from bench.planning import plan_runs
 from bench.store import ResultStore
 from methods.dynamic.layout import consolidate, slot_layout
+from methods.l1_channel import L1Channel, L1Importance
 from methods.magnitude import Magnitude, MagnitudeConfig
 from methods.pruning.scores import feature_scores, lowest, removable, removal_counts, removal_order, slot_costs
 from methods.pruning.slot_groups import as_task_model, prune_features, slot_groups
 from methods.pruning.stepping import closest_count, step_targets
-from methods.pruning.tp_pruners import RNNPruner, dependency_graph
+from methods.pruning.tp_pruners import MagnitudeImportance, RNNPruner, dependency_graph
 from methods.structured import Structured, StructuredConfig
-from tasks.base import Evaluation, Task, WidthMask
+from tasks.base import Evaluation, FeatureBank, Task, WidthMask, feature_banks
 
 SMOKE = ["--task", "synthetic", "--scale", "smoke", "--quiet", "--seed", "0", "--threads", "1"]
 TARGETS = [0.5, 0.25, 0.125]  # the default FLOP/s targets
@@ -405,3 +409,188 @@ def test_magnitude_runs_on_every_speech_model(name, overrides, one_thread):
     cx = measure(cand.model, task.example_input())
     assert abs(cx.nonzero_flops / cx.flops / 0.5 - 1) <= 0.10
     assert torch.isfinite(cand.model(task.example_input())).all()
+
+
+# --- front ends through the FeatureBank protocol; methods import no task module --------------
+class ProjectionBank(FeatureBank):
+    """A fixed random projection of the input channels, its features rows of a buffer: a
+    front end that is not the log-mel one, known to the pruners only by the protocol."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.register_buffer("rows", torch.randn(n, 6, generator=torch.Generator().manual_seed(3)))
+
+    def forward(self, x):  # (batch, 6, frames) -> (batch, n, frames)
+        return torch.matmul(self.rows, x)
+
+    @property
+    def out_features(self):
+        return self.rows.shape[0]
+
+    def keep_features(self, idxs):
+        self.rows = self.rows[list(idxs)].contiguous()
+
+
+class BankNet(nn.Module):
+    def __init__(self, bank: int, conv: int):
+        super().__init__()
+        self.bank, self.bank_mask = ProjectionBank(bank), WidthMask("bank", dim=1)
+        self.norm = nn.BatchNorm1d(bank)
+        self.conv = nn.Sequential(nn.Conv1d(bank, conv, 3, padding=1), nn.ReLU(), WidthMask("conv", dim=1))
+        self.head = nn.Conv1d(conv, 1, 1)
+
+    def forward(self, x):
+        return self.head(self.conv(self.norm(self.bank_mask(self.bank(x))))).squeeze(1)
+
+
+class BankTask(ToyTask):
+    def __init__(self):
+        super().__init__("crnn")
+
+    def width_slots(self):
+        return {"bank": 16, "conv": 12}
+
+    def build_model(self, widths=None):
+        w = self.resolve_widths(widths)
+        return BankNet(w["bank"], w["conv"])
+
+
+def test_structured_prunes_a_feature_bank_through_the_protocol():
+    task = BankTask()
+    graph = dependency_graph(task.build_model(), task.example_input())
+    assert ProjectionBank in graph.CUSTOMIZED_PRUNERS  # found by the protocol, not by its class
+    ctx = RunContext(task=task, seed=0, recipe=task.recipe(), progress=False)
+    (cand,) = Structured(StructuredConfig(ratios=[0.3], steps=2, slots=["bank"])).candidates(ctx)
+    assert cand.widths["bank"] < 16 and cand.widths["conv"] == 12
+    bank = cand.model.bank
+    assert bank.out_features == cand.widths["bank"] == cand.model.norm.num_features
+    assert cand.model.conv[0].in_channels == cand.widths["bank"]
+    # the kept rows are rows of the dense bank, in order
+    dense_rows = ProjectionBank(16).rows
+    kept = [i for i in range(16) if any(torch.equal(dense_rows[i], r) for r in bank.rows)]
+    assert len(kept) == bank.out_features and torch.equal(dense_rows[kept], bank.rows)
+    assert abs(measure(cand.model, task.example_input()).flops / cand.info["dense_flops"] / 0.3 - 1) <= 0.10
+
+
+def test_a_feature_bank_spreads_only_if_it_says_how():
+    from tasks.speech.frontend import LogMel
+
+    assert LogMel.can_spread() and not ProjectionBank.can_spread()
+    model = nn.Sequential(LogMel(8), nn.Identity(), ProjectionBank(4))
+    assert feature_banks(model) == [model[0], model[2]] and feature_banks(model, spreadable=True) == [model[0]]
+    with pytest.raises(NotImplementedError):
+        model[2].spread_features()
+
+
+def test_methods_import_no_task_module_but_tasks_base():
+    """Methods reach tasks only through the shared width core (`tasks.base`): a task's layers
+    (front ends, ...) register with methods through its protocols, not the other way round."""
+    root = Path(__file__).resolve().parent.parent
+    bad = []
+    for path in sorted((root / "methods").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [f"{node.module}.{a.name}" if node.module == "tasks" else node.module for a in node.names]
+            else:
+                continue
+            bad += [f"{path.relative_to(root)}: {n}" for n in names if n.split(".")[0] == "tasks" and n != "tasks.base"]
+    assert not bad, bad
+
+
+class RecurrentOnly(nn.Module):
+    """A GRU whose outputs reach no Conv, Linear or norm: torch-pruning's importance has nothing to score."""
+
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(6, 5, batch_first=True)
+
+    def forward(self, x):
+        return self.gru(x.transpose(1, 2))[0].mean(-1)
+
+
+def test_tp_pruners_make_their_tensors_on_the_models_device():
+    """On the meta device (a stand-in for an accelerator) the trace, the importances with the
+    GRU's weights added, and the GRU surgery all stay on the model's device."""
+    task = ToyTask("crnn")
+    model = task.build_model().eval().to("meta")
+    graph = dependency_graph(model, task.example_input().to("meta"))
+    groups = slot_groups(graph, model, slot_layout(task), task.resolve_widths(), ["conv", "gru"])
+    assert {g.slot for g in groups} == {"conv", "gru"}
+    for g in groups:
+        assert MagnitudeImportance()(g.group).device.type == "meta"
+        prune_features(graph, g, [0, 1])
+    assert (model.gru.hidden_size, model.gru.input_size) == (8, 10)
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    model = RecurrentOnly().to("meta")
+    graph = dependency_graph(model, torch.zeros(1, 6, 12, device="meta"))
+    group = graph.get_pruning_group(model.gru, graph.CUSTOMIZED_PRUNERS[nn.GRU].prune_out_channels, list(range(5)))
+    scores = MagnitudeImportance()(group)
+    assert scores.device.type == "meta" and scores.shape == (5,)
+
+
+# --- l1_channel: structured pruning scored by the group L1 norm -------------------------------
+class OneConv(nn.Module):
+    def __init__(self, conv: int):
+        super().__init__()
+        self.conv, self.mask = nn.Conv1d(6, conv, 1, bias=False), WidthMask("conv", dim=1)
+        self.head = nn.Conv1d(conv, 1, 1, bias=False)
+
+    def forward(self, x):
+        return self.head(self.mask(torch.relu(self.conv(x)))).squeeze(1)
+
+
+class OneConvTask(ToyTask):
+    def __init__(self):
+        super().__init__("crnn")
+
+    def width_slots(self):
+        return {"conv": 3}
+
+    def build_model(self, widths=None):
+        return OneConv(self.resolve_widths(widths)["conv"])
+
+
+@pytest.mark.parametrize("method, removed", [(L1Channel(), 0), (Structured(), 1)])
+def test_l1_channel_removes_the_feature_of_least_group_l1_norm(method, removed):
+    """Filter 0 has the smallest L1 norm (1 against 1.8), filter 1 the smallest L2 norm
+    (0.54 against 1 squared): L1 scoring drops filter 0, structured's group L2 filter 1."""
+    task = OneConvTask()
+    ctx = RunContext(task=task, seed=0, recipe=task.recipe(), progress=False)
+    model = task.build_model()
+    rows = torch.tensor([[1.0, 0, 0, 0, 0, 0], [0.3] * 6, [2.0] * 6])
+    with torch.no_grad():
+        model.conv.weight.copy_(rows[:, :, None])
+        model.head.weight.fill_(0.1)
+    model, run = method.prepare(ctx, model)
+    two = flops_at(task, {"conv": 2}) / flops_at(task, {})
+    pruned, entry = method.prune_step(ctx, model, two, run)
+    assert entry["widths"] == {"conv": 2}
+    kept = [i for i in range(3) if i != removed]
+    assert torch.equal(pruned.conv.weight[:, :, 0], rows[kept])
+
+
+def test_l1_channel_reaches_flop_targets_on_the_synthetic_task(store_path):
+    assert L1Channel.in_all is False and L1Channel().config.steps == 1  # an extra, one-shot by default
+    args = ["--method", "l1_channel", "--store", store_path, "--set", "train.steps=60"]
+    assert main(["run", *SMOKE, *args]) == 0
+    rows = sorted(ResultStore(store_path).rows(), key=lambda r: -r["target_ratio"])
+    assert [r["target_ratio"] for r in rows] == TARGETS
+    for row in rows:
+        assert row["status"] == "ok" and row["target_met"] and row["info"]["importance"] == "l1"
+        assert abs(row["flops"] / row["info"]["dense_flops"] / row["target_ratio"] - 1) <= 0.10, row["label"]
+        assert row["info"]["budget_split"] == {"pretrain": 30, "step": 6, "final": 30, "total": 60}
+        assert len(row["info"]["steps"]) == 1 and row["train_steps"] == 60
+
+
+def test_l1_importance_adds_every_gate_row_and_recurrent_column_of_a_gru_unit():
+    task = ToyTask("crnn")
+    model = task.build_model().eval()
+    graph = dependency_graph(model, task.example_input())
+    (group,) = slot_groups(graph, model, slot_layout(task), task.resolve_widths(), ["gru"])
+    gru, h = model.gru, 10
+    ih, hh = gru.weight_ih_l0.detach().abs(), gru.weight_hh_l0.detach().abs()
+    expected = ih.sum(1).reshape(3, h).sum(0) + hh.sum(1).reshape(3, h).sum(0) + hh.sum(0)
+    expected += model.head.weight.detach().abs().sum(0)  # the head's input column of each unit
+    assert torch.allclose(L1Importance()(group.group), expected, rtol=1e-5)

@@ -8,10 +8,12 @@ Two layers of the speech models break that:
   mapping); its LSTM pruner slices `weight_hh` and the biases by unit, not by gate block.
   `RNNPruner` prunes hidden units in every gate block of `weight_ih`/`weight_hh`/biases
   (and the columns of `weight_hh`), and input features as columns of `weight_ih`.
-- **The log-mel front end** holds its filterbank as a buffer and runs on the waveform,
-  which needs no gradient, so the trace starts at the BatchNorm after it and torch-pruning
-  shrinks that norm but not the filterbank. `LogMelPruner` prunes mel bands (filter rows);
-  it has no input channels.
+- **Front ends** (`tasks.base.FeatureBank`, e.g. the log-mel filterbank) hold their
+  features as rows of a buffer and run on the raw input, which needs no gradient, so the
+  trace starts at the layer after them (e.g. a BatchNorm) and torch-pruning shrinks that
+  layer but not the bank. `FeatureBankPruner` drops features through the bank's own
+  `keep_features`; a bank has no input channels. Any layer that implements the protocol
+  is pruned so, without this module knowing the task that defines it.
 
 Both are registered as customized layers, and while the graph is traced their outputs
 are cut from what is inside them (`_Opaque`): the layer becomes one node whose input is
@@ -24,19 +26,20 @@ keeps the head count by removing the same feature of every head (`methods.prunin
 
 Importance: torch-pruning's group importances score Conv, Linear and norm layers; the
 classes here add the recurrent weights of a group (magnitude ``|w|^2``, Taylor
-``|w * dL/dw|``) and leave normalisation to the caller.
+``|w * dL/dw|``; another importance mixes in `WithRecurrentWeights` with its own
+per-entry score) and leave normalisation to the caller.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
-from tasks.speech.frontend import LogMel
+from tasks.base import FeatureBank
 
 
 class RNNPruner(tp.pruner.function.BasePruningFunc):
@@ -52,10 +55,13 @@ class RNNPruner(tp.pruner.function.BasePruningFunc):
     def supports(layer: nn.RNNBase) -> bool:
         return layer.num_layers == 1 and not layer.bidirectional and not getattr(layer, "proj_size", 0)
 
-    def _rows(self, layer: nn.RNNBase, keep: list[int]) -> torch.Tensor:
-        """`keep` in every gate block: weight rows are `gates` contiguous blocks of hidden units."""
+    def _rows(self, layer: nn.RNNBase, keep: list[int]) -> list[int]:
+        """`keep` in every gate block: weight rows are `gates` contiguous blocks of hidden units.
+
+        Plain ints, not a tensor: torch-pruning makes its index tensor on the weight's device
+        (from a tensor it accepts only a CPU one)."""
         h = layer.hidden_size
-        return torch.tensor([g * h + i for g in range(self.gates(layer)) for i in keep], dtype=torch.long)
+        return [g * h + i for g in range(self.gates(layer)) for i in keep]
 
     def prune_out_channels(self, layer: nn.RNNBase, idxs: Sequence[int]) -> nn.Module:
         keep = sorted(set(range(layer.hidden_size)) - set(idxs))
@@ -83,12 +89,10 @@ class RNNPruner(tp.pruner.function.BasePruningFunc):
     def get_in_channels(self, layer: nn.RNNBase) -> int:
         return layer.input_size
 
-    def scores(self, layer: nn.RNNBase, idxs: Sequence[int], out: bool, taylor: bool) -> torch.Tensor:
-        """Per pruned index: ``|w|^2`` (or ``|w * grad|``) summed over every weight entry it owns."""
-
-        def entry(p: torch.Tensor) -> torch.Tensor:
-            return (p.detach() * p.grad).abs() if taylor else p.detach() ** 2
-
+    def scores(
+        self, layer: nn.RNNBase, idxs: Sequence[int], out: bool, entry: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """Per pruned index: `entry` (a score per weight entry, e.g. ``|w|^2``) summed over every entry it owns."""
         if not out:
             return entry(layer.weight_ih_l0).sum(0)[list(idxs)]
         g, h = self.gates(layer), layer.hidden_size
@@ -98,23 +102,22 @@ class RNNPruner(tp.pruner.function.BasePruningFunc):
         return per_unit[list(idxs)]
 
 
-class LogMelPruner(tp.pruner.function.BasePruningFunc):
-    """Mel bands of `LogMel`: rows of its filterbank buffer. No input channels (the spectrum)."""
+class FeatureBankPruner(tp.pruner.function.BasePruningFunc):
+    """Output features of a `FeatureBank` (rows of its own tensors). No input channels."""
 
-    TARGET_MODULES = LogMel
+    TARGET_MODULES = FeatureBank
 
-    def prune_out_channels(self, layer: LogMel, idxs: Sequence[int]) -> nn.Module:
-        keep = sorted(set(range(layer.filters.shape[0])) - set(idxs))
-        layer.filters = layer.filters[keep].contiguous()  # a registered buffer stays one
+    def prune_out_channels(self, layer: FeatureBank, idxs: Sequence[int]) -> nn.Module:
+        layer.keep_features(sorted(set(range(layer.out_features)) - set(idxs)))
         return layer
 
-    def prune_in_channels(self, layer: LogMel, idxs: Sequence[int]) -> nn.Module:
+    def prune_in_channels(self, layer: FeatureBank, idxs: Sequence[int]) -> nn.Module:
         return layer
 
-    def get_out_channels(self, layer: LogMel) -> int:
-        return layer.filters.shape[0]
+    def get_out_channels(self, layer: FeatureBank) -> int:
+        return layer.out_features
 
-    def get_in_channels(self, layer: LogMel) -> None:
+    def get_in_channels(self, layer: FeatureBank) -> None:
         return None
 
 
@@ -128,8 +131,8 @@ def customized_pruners(model: nn.Module) -> dict[type, tp.pruner.function.BasePr
                     f"structured pruning handles one-layer, one-direction RNNs without projection, not {m}"
                 )
             found.setdefault(type(m), RNNPruner())
-        elif isinstance(m, LogMel):
-            found.setdefault(type(m), LogMelPruner())
+        elif isinstance(m, FeatureBank):
+            found.setdefault(type(m), FeatureBankPruner())
     return found
 
 
@@ -149,7 +152,8 @@ class _Opaque(torch.autograd.Function):
 def _opaque_outputs(model: nn.Module, types: tuple[type, ...]) -> Iterator[None]:
     def hook(module, inputs, output):
         x = inputs[0]
-        anchor = x if x.requires_grad else torch.zeros((), requires_grad=True)  # a leaf: the trace stops there
+        # a leaf on the input's device: the trace stops there
+        anchor = x if x.requires_grad else torch.zeros((), device=x.device, requires_grad=True)
         if isinstance(output, tuple):  # nn.GRU: (sequence, last state); torch-pruning reads the first
             return (_Opaque.apply(anchor, output[0].detach()), *output[1:])
         return _Opaque.apply(anchor, output.detach())
@@ -171,38 +175,51 @@ def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGr
         )
 
 
-class _WithRecurrentWeights:
-    """Mixin: add the recurrent layers' own weights to a torch-pruning group importance."""
+def _device(module: nn.Module) -> torch.device:
+    """Where `module`'s tensors are (its first parameter or buffer; CPU if it has none)."""
+    for t in (*module.parameters(), *module.buffers()):
+        return t.device
+    return torch.device("cpu")
 
-    taylor = False
+
+class WithRecurrentWeights:
+    """Mixin: add the recurrent layers' own weights to a torch-pruning group importance, each
+    entry scored by `entry` (the importance's own per-entry score)."""
+
+    def entry(self, w: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def __call__(self, group) -> torch.Tensor:
         total = super().__call__(group)
         if total is None:
-            total = torch.zeros(len(group[0].idxs))
+            total = torch.zeros(len(group[0].idxs), device=_device(group[0].dep.target.module))
         for item in group:
             pruner = getattr(item.dep.handler, "__self__", None)
             if isinstance(pruner, RNNPruner) and None not in item.root_idxs:
                 out = item.dep.handler == pruner.prune_out_channels
-                local = pruner.scores(item.dep.layer, item.idxs, out, self.taylor).to(total.dtype)
-                total = total.scatter_add(0, torch.tensor(item.root_idxs), local)
+                local = pruner.scores(item.dep.layer, item.idxs, out, self.entry).to(total.device, total.dtype)
+                total = total.scatter_add(0, torch.tensor(item.root_idxs, device=total.device), local)
         return total
 
 
-class MagnitudeImportance(_WithRecurrentWeights, tp.importance.GroupMagnitudeImportance):
+class MagnitudeImportance(WithRecurrentWeights, tp.importance.GroupMagnitudeImportance):
     """Group L2 magnitude: ``|w|^2`` summed over the group's entries of each index."""
 
     def __init__(self):
         super().__init__(p=2, group_reduction="sum", normalizer=None)
 
+    def entry(self, w: torch.Tensor) -> torch.Tensor:
+        return w.detach() ** 2
 
-class TaylorImportance(_WithRecurrentWeights, tp.importance.GroupTaylorImportance):
+
+class TaylorImportance(WithRecurrentWeights, tp.importance.GroupTaylorImportance):
     """First-order Taylor: ``|w * dL/dw|`` summed over the group (gradients must be in `.grad`)."""
-
-    taylor = True
 
     def __init__(self):
         super().__init__(group_reduction="sum", normalizer=None)
+
+    def entry(self, w: torch.Tensor) -> torch.Tensor:
+        return (w.detach() * w.grad).abs()
 
 
 IMPORTANCES = {"magnitude": MagnitudeImportance, "taylor": TaylorImportance}

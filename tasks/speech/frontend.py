@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from tasks.base import FeatureBank
+
 SAMPLE_RATE, N_FFT, WIN, HOP = 16000, 512, 400, 160
 
 
@@ -144,8 +146,11 @@ class PowerSpectrum(nn.Module):
         return stft_power(wave, N_FFT, HOP, self.window)
 
 
-class LogMel(nn.Module):
-    """Log mel energies, (batch, n_mels, frames); band i is the i-th of `mel_filters(n_mels)`."""
+class LogMel(FeatureBank):
+    """Log mel energies, (batch, n_mels, frames); band i is the i-th of `mel_filters(n_mels)`.
+
+    A `FeatureBank`: its features are the mel bands, rows of the filterbank buffer.
+    """
 
     def __init__(self, n_mels: int):
         super().__init__()
@@ -163,6 +168,16 @@ class LogMel(nn.Module):
             return torch.matmul(self.filters[:, used], stft_power(wave, N_FFT, HOP, self.spectrum.window, used, center))
         spec = self.spectrum(wave) if center else stft_power(wave, N_FFT, HOP, self.spectrum.window, center=False)
         return torch.matmul(self.filters, spec)
+
+    @property
+    def out_features(self) -> int:
+        return self.filters.shape[0]
+
+    def keep_features(self, idxs) -> None:
+        self.filters = self.filters[list(idxs)].contiguous()  # a registered buffer stays one
+
+    def spread_features(self) -> None:
+        spread_bands(self)
 
 
 class LFCC(nn.Module):
