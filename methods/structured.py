@@ -93,7 +93,11 @@ class Structured(IterativePruning):
     def prepare(self, ctx: RunContext, model: torch.nn.Module) -> tuple[torch.nn.Module, _Run]:
         task = ctx.task
         run = _Run(
-            self.resolve_slots(task), slot_layout(task), task.example_input(), flops_at(task, {}), task.resolve_widths()
+            self.resolve_slots(task),
+            slot_layout(task),
+            task.example_input(),
+            flops_at(task, {}, ctx.shared),
+            task.resolve_widths(),
         )
         return model, run
 
@@ -110,7 +114,7 @@ class Structured(IterativePruning):
 
         def ratio_of(k: int) -> float:
             removed = removal_counts(order, sizes, k)
-            return flops_at(task, {**widths, **{s: sizes[s] - c for s, c in removed.items()}}) / run.dense
+            return flops_at(task, {**widths, **{s: sizes[s] - c for s, c in removed.items()}}, ctx.shared) / run.dense
 
         counts = removal_counts(order, sizes, closest_count(ratio_of, step_target, 0, removable(sizes)))
         for g, s in zip(groups, scores):
@@ -118,7 +122,7 @@ class Structured(IterativePruning):
         model, run.widths = as_task_model(task, model, run.layout)
         entry = {
             "step_target": round(step_target, 5),
-            "ratio": round(flops_at(task, run.widths) / run.dense, 5),
+            "ratio": round(flops_at(task, run.widths, ctx.shared) / run.dense, 5),
             "widths": dict(run.widths),
         }
         return model, entry
@@ -128,7 +132,7 @@ class Structured(IterativePruning):
     ) -> tuple[torch.nn.Module, dict[str, int], dict]:
         info = {
             # the counter on the task's model at these widths: the pruned model's shapes
-            "achieved_ratio": flops_at(ctx.task, run.widths) / run.dense,
+            "achieved_ratio": flops_at(ctx.task, run.widths, ctx.shared) / run.dense,
             "dense_flops": run.dense,
             "importance": self.importance,
             "tp_groups": run.grouped,

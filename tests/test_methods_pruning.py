@@ -459,7 +459,7 @@ def test_structured_prunes_a_feature_bank_through_the_protocol():
     task = BankTask()
     graph = dependency_graph(task.build_model(), task.example_input())
     assert ProjectionBank in graph.CUSTOMIZED_PRUNERS  # found by the protocol, not by its class
-    ctx = RunContext(task=task, seed=0, recipe=task.recipe(), progress=False)
+    ctx = run_context(task, 0, task.recipe(), progress=False)
     (cand,) = Structured(StructuredConfig(ratios=[0.3], steps=2, slots=["bank"])).candidates(ctx)
     assert cand.widths["bank"] < 16 and cand.widths["conv"] == 12
     bank = cand.model.bank
@@ -557,7 +557,7 @@ def test_l1_channel_removes_the_feature_of_least_group_l1_norm(method, removed):
     """Filter 0 has the smallest L1 norm (1 against 1.8), filter 1 the smallest L2 norm
     (0.54 against 1 squared): L1 scoring drops filter 0, structured's group L2 filter 1."""
     task = OneConvTask()
-    ctx = RunContext(task=task, seed=0, recipe=task.recipe(), progress=False)
+    ctx = run_context(task, 0, task.recipe(), progress=False)
     model = task.build_model()
     rows = torch.tensor([[1.0, 0, 0, 0, 0, 0], [0.3] * 6, [2.0] * 6])
     with torch.no_grad():
