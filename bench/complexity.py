@@ -32,6 +32,10 @@ from bench.config import to_dict
 from bench.op_handles import FREE_OPS, HANDLES
 from bench.shared_state import SharedState
 
+# The counter traces models on the CPU, as every measurement runs there (the tasks' example
+# inputs are CPU tensors); code that counts a model trained on another device moves it here.
+COUNTER_DEVICE = torch.device("cpu")
+
 __all__ = ["Complexity", "NonzeroCounter", "measure", "profile_table"]
 
 Inputs = torch.Tensor | tuple

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from bench import provenance, targets
 from bench.checkpoint import save_candidate
-from bench.complexity import flops_at, measure
+from bench.complexity import COUNTER_DEVICE, flops_at, measure
 from bench.config import ConfigError, config_hash, to_dict
 from bench.context import run_context
 from bench.contracts import Candidate, RunContext
@@ -122,7 +122,7 @@ def _finish_candidate(
         info.update(final_train_loss=report.final_loss, loss_curve=report.loss_curve)
     model.to(ctx.device).eval()
     evaluation = task.evaluate(model)
-    model.cpu()  # the counter, the saved file and latency are CPU-side
+    model.to(COUNTER_DEVICE)  # the counter, the saved file and latency are CPU-side
     if not math.isfinite(evaluation.error):
         raise FloatingPointError(f"evaluation of candidate {cand.label or index} gave error {evaluation.error}")
     example = task.example_input()

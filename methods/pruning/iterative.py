@@ -30,6 +30,7 @@ from typing import Any
 
 from torch import nn
 
+from bench.complexity import COUNTER_DEVICE
 from bench.targets import DEFAULT_TARGETS
 from methods.base import Candidate, Method, RunContext
 from methods.pruning.pretrain import pretrained_dense
@@ -77,15 +78,17 @@ class IterativePruning(Method):
         short, final = replace(ctx.recipe, steps=budget.step), replace(ctx.recipe, steps=budget.final)
         target = self.knob_value(ctx)
         model, search_seconds = pretrained_dense(ctx, budget.pretrain)
-        model, state = self.prepare(ctx, model)
+        # The hooks count and trace the model with the complexity counter, on its device;
+        # training moves the model to the run's device (`--device`), so it comes back here.
+        model, state = self.prepare(ctx, model.to(COUNTER_DEVICE))
         trace = []
         for i, step_target in enumerate(step_targets(target, cfg.steps)):
-            model, entry = self.prune_step(ctx, model, step_target, state)
+            model, entry = self.prune_step(ctx, model.to(COUNTER_DEVICE), step_target, state)
             trace.append(entry)
             if i < cfg.steps - 1 and budget.step > 0:
                 search_seconds += ctx.train(model, recipe=short, desc=f"{task.name}/{self.name} step {i + 1}").seconds
         report = ctx.train(model, recipe=final, desc=f"{task.name}/{self.name} ratio={target} fine-tune")
-        model, widths, info = self.finish(ctx, model, state)
+        model, widths, info = self.finish(ctx, model.to(COUNTER_DEVICE), state)
         yield Candidate(
             model=model.eval(),
             widths=widths,
