@@ -63,7 +63,7 @@ import torch
 
 from bench.config import TrainRecipe
 from bench.registry import get_method_class, get_task_class
-from methods.base import RunContext
+from bench.context import run_context
 
 for name, overrides in [("vad", {"model": "crnn"}), ("vad", {"model": "transformer"}), ("antispoof", {})]:
     cls = get_task_class(name)
@@ -72,7 +72,7 @@ for name, overrides in [("vad", {"model": "crnn"}), ("vad", {"model": "transform
         method_cls = get_method_class(method_name)
         method = method_cls(method_cls.Config(target=[0.5]))
         recipe = dataclasses.replace(task.recipe(), steps=10)
-        ctx = RunContext(task=task, seed=0, recipe=recipe, progress=False, device=torch.device("cuda"))
+        ctx = run_context(task, 0, recipe, progress=False, device=torch.device("cuda"))
         candidate = next(method.candidates(ctx))
         error = task.evaluate(candidate.model.to("cuda")).error
         print(f"{name} {overrides}: {method_name} widths {candidate.widths}, error {error:.3g}")

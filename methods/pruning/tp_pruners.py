@@ -39,6 +39,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from bench.device import model_device
 from tasks.base import FeatureBank
 
 
@@ -175,13 +176,6 @@ def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGr
         )
 
 
-def _device(module: nn.Module) -> torch.device:
-    """Where `module`'s tensors are (its first parameter or buffer; CPU if it has none)."""
-    for t in (*module.parameters(), *module.buffers()):
-        return t.device
-    return torch.device("cpu")
-
-
 class WithRecurrentWeights:
     """Mixin: add the recurrent layers' own weights to a torch-pruning group importance, each
     entry scored by `entry` (the importance's own per-entry score)."""
@@ -192,7 +186,7 @@ class WithRecurrentWeights:
     def __call__(self, group) -> torch.Tensor:
         total = super().__call__(group)
         if total is None:
-            total = torch.zeros(len(group[0].idxs), device=_device(group[0].dep.target.module))
+            total = torch.zeros(len(group[0].idxs), device=model_device(group[0].dep.target.module))
         for item in group:
             pruner = getattr(item.dep.handler, "__self__", None)
             if isinstance(pruner, RNNPruner) and None not in item.root_idxs:
