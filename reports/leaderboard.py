@@ -130,6 +130,11 @@ class Group:
     def metric_label(self) -> str:
         return self.metric_info.get("label") or self.metric or "error"
 
+    @property
+    def metric_unit(self) -> str:
+        """The metric's unit as its task declares it ("" for a ratio without unit)."""
+        return self.metric_info.get("unit") or ""
+
 
 def make_groups(df: pd.DataFrame) -> list[Group]:
     """Split the rows by (task, model family) and find each group's dense model."""

@@ -241,7 +241,7 @@ def _group_section(group: lb.Group, pngs: dict[str, bytes | None]) -> str:
             else "-"
         )
         + ("" if group.dense_from_baseline else " - no dense model run: the largest candidate stands in"),
-        "iso-quality tolerance": f"+{group.tolerance:.3g} {group.metric}",
+        "iso-quality tolerance": f"+{group.tolerance:.3g} {group.metric_unit or group.metric}".rstrip(),
         "hypervolume reference error": f"{group.ref_error:g}"
         + ("" if group.ref_fixed else " (no fixed reference for this metric: not comparable across runs)"),
         "operators not counted": ", ".join(group.uncounted_ops) or "none",

@@ -96,6 +96,7 @@ class AntispoofTask(SpeechTask):
     Config = AntispoofConfig
     metric = "eer"
     metric_label = "EER (%)"
+    metric_unit = "%"
     iso_tolerance = 0.5  # points of EER
     breakdown_label = "attack / seen-unseen"
     chance_error = 50.0  # scores that ignore the input

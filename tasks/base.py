@@ -109,6 +109,7 @@ class Task:
     # quality against it (hypervolume). None: not declared.
     chance_error: ClassVar[float | None] = None
     metric_label: ClassVar[str] = ""  # the metric as an axis label, e.g. "EER (%)"; empty: the metric's name
+    metric_unit: ClassVar[str] = ""  # the metric's unit, e.g. "%"; empty: a ratio without unit
     # How much worse than the dense model still counts as the same quality (e.g. 0.5 points
     # of EER); None: 5 % of the dense model's error.
     iso_tolerance: ClassVar[float | None] = None
@@ -131,6 +132,7 @@ class Task:
         return {
             "name": cls.metric,
             "label": cls.metric_label or cls.metric,
+            "unit": cls.metric_unit,
             "chance": cls.chance_error,
             "iso_tolerance": cls.iso_tolerance,
             "breakdowns": cls.breakdown_label,

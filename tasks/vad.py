@@ -98,6 +98,7 @@ class VadTask(SpeechTask):
     Config = VadConfig
     metric = "eer"
     metric_label = "EER (%)"
+    metric_unit = "%"
     iso_tolerance = 0.5  # points of EER
     breakdown_label = "SNR range"
     chance_error = 50.0  # scores that ignore the input

@@ -105,3 +105,11 @@ def test_every_slot_is_marked_by_width_masks_that_act_on_its_features(name, over
     # Each mask sees its slot's full width, and zeroing a slot changes the output.
     assert seen == task.width_slots()
     assert not torch.allclose(dense, zeroed)
+
+
+@pytest.mark.parametrize("name", registry.task_names())
+def test_every_task_describes_its_metric_for_the_reports(name):
+    info = registry.get_task_class(name).metric_info()
+    assert set(info) == {"name", "label", "unit", "chance", "iso_tolerance", "breakdowns"}
+    assert info["name"] and info["label"] and isinstance(info["unit"], str)
+    assert info["chance"] is None or info["chance"] > 0

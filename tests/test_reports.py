@@ -21,7 +21,14 @@ MACHINE = {"hostname": "box", "processor": "x86_64", "cpu_count": 2}
 # What tasks declare of their metrics, stored with each row (reports read it from there).
 METRIC_INFO = {
     "nmse": {"name": "nmse", "label": "NMSE", "chance": 1.0, "iso_tolerance": 0.005, "breakdowns": "output"},
-    "eer": {"name": "eer", "label": "EER (%)", "chance": 50.0, "iso_tolerance": 0.5, "breakdowns": "SNR range"},
+    "eer": {
+        "name": "eer",
+        "label": "EER (%)",
+        "unit": "%",
+        "chance": 50.0,
+        "iso_tolerance": 0.5,
+        "breakdowns": "SNR range",
+    },
 }
 
 
