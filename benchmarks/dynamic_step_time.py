@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--set", dest="settings", nargs="*", default=[], help="task settings, e.g. model=transformer")
+    parser.add_argument("--slot-noise", default=NoiseInjectionConfig().slot_noise, help="shared, each or first")
     parser.add_argument(
         "--threads",
         type=int,
@@ -72,7 +73,7 @@ def main() -> None:
         dense = task.build_model()
         dynamic = task.build_model()
         controller = NoiseInjectionController(
-            task, slots, FlopsModel(task, slots), NoiseInjectionConfig(), kappa_min=0.0625
+            task, slots, FlopsModel(task, slots), NoiseInjectionConfig(slot_noise=args.slot_noise), kappa_min=0.0625
         )
         with torch.no_grad():
             for kappa in controller.kappa.values():
@@ -85,10 +86,8 @@ def main() -> None:
             times["dense"].append(step_seconds(task, dense, None, batches, args.steps))
             times["dynamic"].append(step_seconds(task, dynamic, controller, batches, args.steps))
         d, n = statistics.median(times["dense"]), statistics.median(times["dynamic"])
-        print(
-            f"{name} {overrides or ''}: dense {d * 1e3:.2f} ms/step, dynamic {n * 1e3:.2f} ms/step, ratio "
-            f"{n / d:.2f}x (goal <= 1.3x)"
-        )
+        label = f"{name} {overrides or ''} slot_noise={args.slot_noise}"
+        print(f"{label}: dense {d * 1e3:.2f} ms/step, dynamic {n * 1e3:.2f} ms/step, ratio {n / d:.2f}x (goal <= 1.3x)")
 
 
 if __name__ == "__main__":

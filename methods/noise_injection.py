@@ -15,8 +15,9 @@ docs/method.md explains every choice and the measurements behind them; in short:
 - `kappa` has its own Adam group: no weight decay, short memories, a rate that can cross
   the range in a quarter of the recipe, held for half of it, then decayed
   (`WidthController.parameters`); clamped to its range after each step.
-- The boundary noise is drawn at each mask of a slot (`slot_noise=each`); one draw per slot
-  and pass (`shared`) or noise at the first mask only (`first`) were measured, not better.
+- The boundary noise is drawn once per slot and forward pass and reused at every mask of
+  the slot (`slot_noise=shared`); a fresh draw per mask (`each`) or noise at the first mask
+  only (`first`) are options, measured in docs/method.md.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class NoiseInjectionConfig:
     width_lr: float | None = None  # learning rate of the kappas; None: crosses [0, 1] in a quarter of the recipe
     kappa_init: float = 1.0  # starting kappa (1 = full width)
     mel_bands: str = "low"  # low: the first K mel bands survive; spread: reordered so the first K span 0-8 kHz
-    slot_noise: str = "each"  # boundary noise: a draw per mask (each), per slot and pass (shared), first mask only
+    slot_noise: str = "shared"  # boundary noise: one draw per slot and pass (shared), per mask (each), first mask only
 
     def validate(self) -> None:
         bad = [k for k in list(self.kappa_min) + list(self.target) if not 0 < k <= 1]

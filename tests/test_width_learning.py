@@ -67,6 +67,7 @@ def _boundary_noise_at_each_mask(mode: str, lam: float = 0.5) -> list[torch.Tens
 
 
 def test_the_boundary_feature_carries_one_noise_draw_at_every_mask_of_the_slot():
+    assert NoiseInjectionConfig().slot_noise == "shared"  # the default: one draw per slot and pass
     shared = _boundary_noise_at_each_mask("shared")
     assert all(n is not None for n in shared)
     for noise in shared[1:]:
