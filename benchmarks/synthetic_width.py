@@ -41,6 +41,24 @@ KAPPA_INIT = 0.05
 FIELDS = ("full_width", "in_features", "out_features", "teacher_gain", "noise_std", "data_seed")  # options
 
 
+def add_task_options(parser: argparse.ArgumentParser) -> None:
+    """--full-width, --in-features, ...: the task config's fields, defaults TASK_DEFAULTS over the task's."""
+    defaults = {**SyntheticConfig().__dict__, **TASK_DEFAULTS}
+    for name in FIELDS:
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=type(defaults[name]),
+            default=defaults[name],
+            help="task config (default %(default)s)",
+        )
+
+
+def config_from(args: argparse.Namespace, teacher: int) -> SyntheticConfig:
+    config = SyntheticConfig(teacher_width=teacher, **{f: getattr(args, f) for f in FIELDS})
+    config.validate()
+    return config
+
+
 def learned_width(
     task_config: SyntheticConfig,
     cost_weight: float,
@@ -88,12 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher-width", type=int, nargs="+", default=[12])
     parser.add_argument("--weights", type=float, nargs="+", default=WEIGHTS)
-    task_defaults = {**SyntheticConfig().__dict__, **TASK_DEFAULTS}
-    for name in FIELDS:
-        default = task_defaults[name]
-        parser.add_argument(
-            "--" + name.replace("_", "-"), type=type(default), default=default, help=f"task config (default {default})"
-        )
+    add_task_options(parser)
     parser.add_argument("--kappa-init", type=float, default=KAPPA_INIT, help="starting kappa (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", default="small")
@@ -103,8 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     results = {}
     for teacher in args.teacher_width:
-        task_config = SyntheticConfig(teacher_width=teacher, **{f: getattr(args, f) for f in FIELDS})
-        task_config.validate()
+        task_config = config_from(args, teacher)
         widths = []
         for weight in args.weights:
             start = time.perf_counter()
