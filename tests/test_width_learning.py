@@ -238,17 +238,18 @@ def test_spread_mel_bands_need_a_mel_front_end():
         NoiseInjection(NoiseInjectionConfig(mel_bands="spread")).validate(make_task("synthetic", {}))
 
 
-def test_synthetic_width_benchmark_prints_widths_that_fall_with_the_cost_weight(capsys, one_thread):
-    """Small size: one teacher width, two weights, a short recipe. (At the small recipe no
-    plateau at the teacher's width was found; see docs/method.md.)"""
+def test_synthetic_width_benchmark_finds_the_teacher_width_over_a_range_of_weights(capsys, one_thread):
+    """The benchmark's defaults at the small recipe (about 15 s), teacher 12: the learned
+    width is the teacher's (within one unit) over weights 0.1-1, and a weight whose cost
+    per unit exceeds a teacher unit's loss gain collapses it (docs/method.md)."""
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from synthetic_width import main as width_main
 
-    width_main(["--teacher-width", "12", "--weights", "0.3", "10", "--scale", "smoke", "--steps", "300"])
+    width_main(["--teacher-width", "12", "--weights", "0.1", "0.3", "1", "10"])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("learned widths: ")
-    low, high = (int(w) for w in last.split(": ")[1].split())
-    assert low > 12 > high, last
+    *plateau, high = (int(w) for w in last.split(": ")[1].split())
+    assert all(11 <= w <= 13 for w in plateau) and high < 6, last
