@@ -256,6 +256,61 @@ def test_gates_keep_their_expected_number_of_open_features_the_most_open_first(f
         assert sg.present("hidden", training=False).nonzero().flatten().tolist() == [3]
 
 
+def test_fixed_gates_keep_the_keep_rules_features_and_stop_learning(flops_models):
+    """`fix_share`: at the fixing step each slot keeps what the keep rule would keep at
+    evaluation; afterwards training sees those 0/1 gates, noise-free, and no cost reaches mu."""
+    task, flops = flops_models("synthetic")
+    sg = GateController(task, ["hidden"], flops, StochasticGatesConfig(fix_share=0.5), target=0.5, steps=10)
+    with torch.no_grad():
+        sg.mu["hidden"].copy_(torch.randn(sg.mu["hidden"].shape, generator=torch.Generator().manual_seed(0)))
+    for step in range(4):
+        sg.after_step(None, step)
+    assert sg.fixed is None and sg.present("hidden", training=True) is None
+    rule = sg.present("hidden", training=False)
+    sg.after_step(None, 4)  # the 5th of 10 steps ends: half the recipe
+    assert torch.equal(sg.fixed["hidden"], rule) and sg.summary()["fixed_at_step"] == 5
+    assert torch.equal(sg.present("hidden", training=True), rule)
+    assert torch.equal(sg.present("hidden", training=False), rule)
+    x = torch.ones(2, sg.full["hidden"])
+    mask = type("Mask", (), {"slot": "hidden", "dim": 1, "training": True})()
+    assert torch.equal(sg.transform(x, mask), x * rule.float())  # the same in every draw
+    assert sg.extra_loss(None, 5) is None
+    assert float(sg.soft_widths()["hidden"]) == int(rule.sum())
+
+
+@pytest.mark.parametrize("straight_through,heard", [("clamp", False), ("identity", True)])
+def test_a_shut_gate_hears_the_task_only_with_the_identity_straight_through(straight_through, heard, flops_models):
+    """With the clamp's gradient a gate with mu + eps < 0 gets no task gradient and cannot reopen."""
+    task, flops = flops_models("synthetic")
+    config = StochasticGatesConfig(straight_through=straight_through)
+    sg = GateController(task, ["hidden"], flops, config, target=0.5)
+    with torch.no_grad():
+        sg.mu["hidden"].fill_(-10.0)  # shut in every draw
+    mask = type("Mask", (), {"slot": "hidden", "dim": 1, "training": True})()
+    out = sg.transform(torch.ones(2, sg.full["hidden"]), mask)
+    assert not out.any()
+    out.sum().backward()
+    grad = sg.mu["hidden"].grad
+    assert bool((grad != 0).all()) is heard and bool((grad == 0).all()) is not heard
+
+
+def test_the_binarization_term_is_zero_for_saturated_gates_and_ramps_in(flops_models):
+    task, flops = flops_models("synthetic")
+    config = StochasticGatesConfig(binarize=10.0, binarize_share=0.5)
+    sg = GateController(task, ["hidden"], flops, config, target=0.5, steps=100)
+    sg.sigma = 0.05
+    with torch.no_grad():
+        sg.mu["hidden"].fill_(-1.0)
+        sg.mu["hidden"][:10] = 1.0
+    assert sg.binarize_loss(49) is None  # before the last half
+    assert float(sg.binarize_loss(99).detach()) == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():
+        sg.mu["hidden"].fill_(0.0)  # every gate a fair coin: variance 1/4 each
+    n = sg.full["hidden"]
+    assert float(sg.binarize_loss(99).detach()) == pytest.approx(10.0 * n / 4)
+    assert float(sg.binarize_loss(62).detach()) == pytest.approx(10.0 * 0.52 * n / 4)  # ramped in over 25 steps
+
+
 @pytest.mark.parametrize("method", ["noise_injection", "stochastic_gates"])
 def test_a_run_gives_the_same_model_whatever_the_process_computed_before(method, tmp_path, one_thread):
     """The FLOP model is fitted once per process and the fit builds models: it used to draw
