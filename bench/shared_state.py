@@ -44,10 +44,6 @@ class SharedState:
             table[key] = value
         return table[key]
 
-    def forget(self, kind: str) -> None:
-        """Drop every value of `kind` (e.g. a search's task data once it is finished)."""
-        self._memos.pop(kind, None)
-
     @property
     def has_store(self) -> bool:
         return self._rows is not None
