@@ -8,6 +8,7 @@ from conftest import make_task
 
 from bench.cli import main
 from bench.training import SCHEDULES
+from methods.dynamic.boundary_mix import BoundaryMix
 from methods.dynamic.flops_model import FlopsModel
 from methods.dynamic.layout import consolidate, unmask_weights
 from methods.dynamic.presets import preset_slots
@@ -78,6 +79,46 @@ def test_the_boundary_feature_carries_one_noise_draw_at_every_mask_of_the_slot()
     assert not torch.allclose(each[1], each[0], atol=1e-2)
     again = _boundary_noise_at_each_mask("shared")  # a new pass draws anew
     assert not torch.allclose(again[0], shared[0], atol=1e-2)
+
+
+def _mask_by_plain_operations(x, a, b, noise, k, dim):
+    """The training mask written with autograd's own operations (sigma detached)."""
+    shape = [1] * x.dim()
+    shape[dim] = x.shape[dim]
+    keep = torch.cat([torch.ones(k, dtype=x.dtype), torch.zeros(x.shape[dim] - k, dtype=x.dtype)]).view(shape)
+    out = x * keep
+    boundary = x.narrow(dim, k, 1)
+    out.narrow(dim, k, 1).copy_(a * boundary + b * boundary.detach().std(unbiased=False) * noise)
+    return out
+
+
+@pytest.mark.parametrize("shape,dim", [((3, 6, 4, 5), 1), ((2, 7, 6), -1), ((2, 7, 6), 1)])
+def test_the_training_mask_function_matches_autograd_on_plain_operations(shape, dim):
+    torch.manual_seed(0)
+    x = torch.randn(*shape, dtype=torch.double)
+    if x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    k = 3
+    noise = torch.randn(x.narrow(dim, k, 1).shape, dtype=torch.double)
+    weights = torch.randn(shape, dtype=torch.double)
+    results = []
+    for mask in (BoundaryMix.apply, _mask_by_plain_operations):
+        xs = x.clone().requires_grad_()
+        a = torch.tensor(0.7, dtype=torch.double, requires_grad=True)
+        b = torch.tensor(0.4, dtype=torch.double, requires_grad=True)
+        out = mask(xs, a, b, noise, k, dim)
+        (out * weights).sum().backward()
+        results.append((out.detach(), xs.grad, a.grad, b.grad))
+    for mine, plain in zip(*results):
+        assert torch.allclose(mine, plain, rtol=0, atol=1e-12)
+    assert results[0][1][(slice(None),) * (dim % x.dim()) + (slice(k + 1, None),)].abs().max() == 0
+    if x.dim() == 4:  # channels-last convolutions stay fast
+        assert results[0][0].is_contiguous(memory_format=torch.channels_last)
+    unmixed = torch.autograd.gradcheck(
+        lambda xs, a: BoundaryMix.apply(xs, a, torch.zeros((), dtype=torch.double), None, k, dim),
+        (x.clone().requires_grad_(), torch.tensor(0.7, dtype=torch.double, requires_grad=True)),
+    )
+    assert unmixed
 
 
 @pytest.mark.parametrize(
