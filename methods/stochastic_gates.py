@@ -15,28 +15,25 @@ Choices (docs/method.md has the measurements):
 - The noise s shrinks from `sigma` to `sigma_end` over the first 3/4 of the recipe, so the
   gates saturate (|mu| > 2 s; the share is recorded as `saturated_gates`): at a fixed
   s = 0.5, 2-5% of the gates on VAD had.
-- A gate is 0 or 1 in the forward pass (`mu + eps > 0`), with the clamp's gradient
-  (straight-through): with the clamped value itself the kept gates ended at a mean of
-  0.3-0.4, so the features were scaled in training and not at evaluation. Evaluation
-  passes a kept feature as 1, so consolidation is pure selection.
+- A gate is 0 or 1 in the forward pass (`mu + eps > 0`), with a straight-through
+  gradient: with the clamped value itself the kept gates ended at a mean of 0.3-0.4, so
+  the features were scaled in training and not at evaluation. Evaluation passes a kept
+  feature as 1, so consolidation is pure selection.
+- The straight-through gradient is the identity (`straight_through`; "clamp" is the
+  clamp's gradient): with the clamp's, a gate once shut (mu + eps < 0) hears only the
+  cost, cannot reopen, and whole slots collapsed (VAD CRNN conv2 at 2-5 features).
 - Keep the expected L0, never "mu > 0" alone: with gates still near 0 that rule kept far
   fewer features than the cost counted, and the candidate fell far under its target.
   Once gates are saturated the two rules agree.
+- A binarization term `beta * sum Phi(mu/s)(1 - Phi(mu/s))` (a gate's Bernoulli variance,
+  zero when saturated; `binarize`, over the last `binarize_share` of the recipe) while the
+  cost holds the count, and from `fix_share` of the recipe on the gates are fixed at the
+  keep rule's features (no noise, no cost), so the weights train on the architecture they
+  are evaluated with. Without these three (the clamp's gradient, no term, never fixed)
+  the gates did not saturate in the `small` recipe (18-92 %) and the VAD CRNN candidates
+  ended near 21 % EER; with them every gate is saturated when fixed. docs/method.md has the
+  measurements of each option alone.
 - `eps` is drawn per feature and per forward pass (shared across the batch).
-- Options, defaults off (VAD CRNN, 480 steps, target 0.25, EER on seeds 0 / 1; defaults:
-  21.7 / 22.6 %, conv2 kept 2-5 features, 52-54 % of the gates saturated at the end):
-  `straight_through="identity"` passes the task gradient to mu whatever mu + eps is; with
-  the clamp's gradient a gate once shut (mu + eps < 0) hears only the cost and cannot reopen,
-  and conv2 collapsed. Identity alone: widths near noise injection's, 18.2 % (seed 0).
-  `fix_share` fixes the gates at the keep rule's features for the rest of the recipe (means
-  left as they are, no noise, no cost), so the weights train on the architecture they are
-  evaluated with: identity + 0.75: 8.1 / 11.4 %; + 0.5: 5.2 / 5.9 %, but only 9-10 % of
-  the gates were saturated when fixed. `binarize` adds beta * sum Phi(mu/s)(1 - Phi(mu/s))
-  (zero for a saturated gate) while the cost holds the count: identity + beta 1 over the
-  last 75 % + fix at 0.5: 4.75 / 5.36 % (ratio 0.242 / 0.227), 100 % saturated when fixed
-  (learned, the means are not set); at target 0.5 3.6 / 3.9 % (ratio 0.481 / 0.490), at
-  0.125 20.7 / 21.8 % (ratio 0.113 / 0.112; conv1 and conv2 at 1-2 features). Without identity beta 1 changed little
-  (17.1 / 23.3 %) and beta 10 undershot (ratio 0.14 at target 0.25).
 """
 
 from __future__ import annotations
@@ -69,10 +66,10 @@ class StochasticGatesConfig:
     slots: list[str] = field(default_factory=list)  # gated slots; empty = all of the task's slots
     preset: str = ""  # the paper's setup instead of `slots` (docs/method.md), e.g. paper
     width_lr: float | None = None  # learning rate of the gate means; None: crosses 4 sigma in a quarter of the recipe
-    fix_share: float = 1.0  # from this share of the recipe on, the keep rule fixes the gates (0/1, no noise); 1: never
-    binarize: float = 0.0  # weight beta of the term beta * sum Phi(mu/s)(1 - Phi(mu/s)) (a gate's Bernoulli variance)
-    straight_through: str = "clamp"  # gate gradient: the clamp's (0 where mu + eps is out of [0, 1]) or "identity"
-    binarize_share: float = 0.5  # the term acts in this last share of the recipe, ramped in over its first half
+    fix_share: float = 0.5  # from this share of the recipe on, the keep rule fixes the gates (0/1, no noise); 1: never
+    binarize: float = 1.0  # weight beta of the term beta * sum Phi(mu/s)(1 - Phi(mu/s)) (a gate's Bernoulli variance)
+    straight_through: str = "identity"  # gate gradient: "identity", or the clamp's (0 where mu + eps is out of [0, 1])
+    binarize_share: float = 0.75  # the term acts in this last share of the recipe, ramped in over its first half
 
     def validate(self) -> None:
         bad = [b for b in self.target if not 0 < b <= 1]
@@ -108,7 +105,45 @@ class GateController(WidthController):
         """Fix every slot's gates at the keep rule's features: from here on training sees the
         final architecture (kept = 1, others = 0, recurrent weights masked) and the means stop."""
         self.fix_info = {"fixed_at_step": step, **{f"{k}_at_fix": v for k, v in self.summary().items()}}
-        self.fixed = {s: self.keep_rule(s) for s in self.slots}
+        keep = {s: self.keep_rule(s) for s in self.slots}
+        self.fix_info["ratio_at_fix"] = self.hard_ratio(keep)
+        self.fixed = self.project(keep) if self.target is not None else keep
+
+    def hard_ratio(self, keep: dict[str, torch.Tensor]) -> float:
+        return float(self.flops.ratio({s: int(k.sum()) for s, k in keep.items()}))
+
+    def project(self, keep: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Move the kept features toward the target one at a time, while that brings the
+        FLOP ratio closer: over it, drop the kept feature of lowest `mu` (each slot keeps
+        one); under it, add the dropped feature of highest `mu`. When the task's gradient
+        holds one slot's gates open after the cheaper slots have shut (VAD transformer,
+        target 0.125: `ffn` and `head_dim` at 1, the model width at 71 of 80, ratio 0.21),
+        the cost balance settles away from the target; this meets it before the weights
+        train on the fixed architecture. `projected_features` records how many moved."""
+        keep = {s: k.clone() for s, k in keep.items()}
+        ratio, moved = self.hard_ratio(keep), 0
+        while True:
+            over = ratio > self.target
+            choices = []
+            for s in self.slots:
+                mu = self.mu[s].detach()
+                pool = keep[s] if over else ~keep[s]
+                if over and int(pool.sum()) <= 1 or not over and not bool(pool.any()):
+                    continue
+                masked = mu.masked_fill(~pool, math.inf if over else -math.inf)
+                i = int(masked.argmin() if over else masked.argmax())
+                choices.append((float(mu[i]), s, i))
+            if not choices:
+                break
+            _, slot, i = min(choices) if over else max(choices)
+            keep[slot][i] = not over
+            moved_ratio = self.hard_ratio(keep)
+            if abs(moved_ratio - self.target) >= abs(ratio - self.target):
+                keep[slot][i] = over  # no closer: undo and stop
+                break
+            ratio, moved = moved_ratio, moved + 1
+        self.fix_info.update(projected_features=moved, ratio_projected=ratio)
+        return keep
 
     def binarize_loss(self, step: int) -> torch.Tensor | None:
         """`beta * sum Phi(mu/s)(1 - Phi(mu/s))`, zero for saturated gates, ramped in."""

@@ -260,7 +260,8 @@ def test_fixed_gates_keep_the_keep_rules_features_and_stop_learning(flops_models
     """`fix_share`: at the fixing step each slot keeps what the keep rule would keep at
     evaluation; afterwards training sees those 0/1 gates, noise-free, and no cost reaches mu."""
     task, flops = flops_models("synthetic")
-    sg = GateController(task, ["hidden"], flops, StochasticGatesConfig(fix_share=0.5), target=0.5, steps=10)
+    # no target: the keep rule's features are fixed as they are (a target projects them, below)
+    sg = GateController(task, ["hidden"], flops, StochasticGatesConfig(fix_share=0.5), target=None, steps=10)
     with torch.no_grad():
         sg.mu["hidden"].copy_(torch.randn(sg.mu["hidden"].shape, generator=torch.Generator().manual_seed(0)))
     for step in range(4):
@@ -276,6 +277,29 @@ def test_fixed_gates_keep_the_keep_rules_features_and_stop_learning(flops_models
     assert torch.equal(sg.transform(x, mask), x * rule.float())  # the same in every draw
     assert sg.extra_loss(None, 5) is None
     assert float(sg.soft_widths()["hidden"]) == int(rule.sum())
+
+
+@pytest.mark.parametrize("start,target", [(3.0, 0.125), (-3.0, 0.5)])
+def test_fixing_the_gates_projects_the_kept_features_onto_the_target(start, target, flops_models):
+    """Over the target, the kept features of lowest mu are dropped (each slot keeps one);
+    under it, the dropped ones of highest mu come back, until the ratio is nearest the target."""
+    task, flops = flops_models("vad", {"model": "transformer"})
+    slots = list(task.width_slots())
+    sg = GateController(task, slots, flops, StochasticGatesConfig(fix_share=0.5), target=target, steps=10)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for mu in sg.mu.values():
+            mu.copy_(start + 0.1 * torch.randn(mu.shape, generator=generator))
+    rule = {s: sg.keep_rule(s) for s in slots}
+    assert abs(sg.hard_ratio(rule) - target) > 0.3  # all open, or one feature per slot
+    sg.fix(5)
+    fixed, info = sg.fixed, sg.summary()
+    assert sg.hard_ratio(fixed) == pytest.approx(target, rel=0.1) == info["ratio_projected"]
+    assert info["projected_features"] == sum(int((fixed[s] != rule[s]).sum()) for s in slots) > 0
+    kept = torch.cat([sg.mu[s].detach()[fixed[s]] for s in slots if fixed[s].sum() > 1])
+    dropped = torch.cat([sg.mu[s].detach()[~fixed[s]] for s in slots])
+    assert kept.min() >= dropped.max()  # lowest mu out first, highest back first
+    assert all(fixed[s].any() for s in slots)
 
 
 @pytest.mark.parametrize("straight_through,heard", [("clamp", False), ("identity", True)])

@@ -224,8 +224,8 @@ def test_targets_and_a_kappa_min_grid_are_exclusive(store_path, capsys):
 
 
 def test_gates_saturate_and_land_on_their_target(one_thread):
-    """Annealed noise and 0/1 gates: most gate means end far from the threshold, and the
-    kept width is the expected one, never far under the target."""
+    """The default gates: every gate is saturated when they are fixed (half-way), most gate
+    means end far from the threshold, and the kept width is on the target."""
     from bench.training import train
 
     task = make_task("synthetic", {})
@@ -238,6 +238,7 @@ def test_gates_saturate_and_land_on_their_target(one_thread):
     train(task, model, 0, recipe, hooks=controller, progress=False)
     summary = controller.summary()
     assert summary["saturated_gates"] > 0.8 and summary["final_sigma"] == pytest.approx(0.05)
+    assert summary["fixed_at_step"] == 100 and summary["saturated_gates_at_fix"] > 0.95
     kept = len(controller.keep()["hidden"])
     assert float(flops.ratio({"hidden": kept})) == pytest.approx(0.25, rel=0.1)
 
