@@ -19,12 +19,12 @@ DEFAULT_SUITE = "default"  # `--task default`: what each task puts in the main j
 
 
 def left_out_of_default_suite() -> list[str]:
-    """What `--task default` leaves out that `--task all` runs, e.g. ['vad (transformer)', 'antispoof']."""
+    """What `--task default` leaves out that `--task all` runs: a task (with why, when it says), or a task's family."""
     out = []
     for name in task_names():
         cls = get_task_class(name)
         if not cls.in_default_suite:
-            out.append(name)
+            out.append(f"{name} ({cls.left_out_because})" if cls.left_out_because else name)
         elif cls.default_families:
             out += [f"{name} ({f})" for f in cls.model_families if f not in cls.default_families]
     return out

@@ -101,7 +101,6 @@ class AntispoofTask(SpeechTask):
     breakdown_label = "attack / seen-unseen"
     chance_error = 50.0  # scores that ignore the input
     recipes = _RECIPES
-    in_default_suite = False  # not in the main job (its time budget): run with --task all or antispoof
 
     def __init__(self, config=None, scale="small", data_root=None):
         super().__init__(config, scale, data_root)

@@ -123,6 +123,7 @@ class Task:
     # What `--task default` (the main job) runs of this task: False leaves the task out; a
     # tuple of families runs only those (None: every family). `--task all` runs everything.
     in_default_suite: ClassVar[bool] = True
+    left_out_because: ClassVar[str] = ""  # why the main job leaves it out, printed when it does
     default_families: ClassVar[tuple[str, ...] | None] = None
 
     @classmethod
