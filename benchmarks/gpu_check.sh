@@ -53,8 +53,8 @@ print(f"{len(rows)} rows, {len(bad)} not ok")
 sys.exit(1 if bad or not rows else 0)
 EOF
 
-# (c) The width learners on CUDA on the model families the main job leaves out (VAD transformer,
-# anti-spoofing ResNet) and the CRNN: a few steps each, through `candidates` (bind, train on
+# (c) The width learners on CUDA on both VAD families (the main job leaves VAD out) and the
+# anti-spoofing ResNet: a few steps each, through `candidates` (bind, train on
 # the run's device, consolidate).
 "$PY" - <<'EOF' 2>&1 | tee "$OUT_DIR/width_learners.txt" || note_failure "width learners on CUDA"
 import dataclasses
