@@ -18,6 +18,8 @@ docs/method.md explains every choice and the measurements behind them; in short:
 - The boundary noise is drawn once per slot and forward pass and reused at every mask of
   the slot (`slot_noise=shared`); a fresh draw per mask (`each`) or noise at the first mask
   only (`first`) are options, measured in docs/method.md.
+- Features after the boundary one are not computed at all where the slot's layers allow
+  it: their weights are narrowed to the live features (methods/dynamic/live_weights.py).
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ class NoiseInjectionConfig:
     kappa_init: float = 1.0  # starting kappa (1 = full width)
     mel_bands: str = "low"  # low: the first K mel bands survive; spread: reordered so the first K span 0-8 kHz
     slot_noise: str = "shared"  # boundary noise: one draw per slot and pass (shared), per mask (each), first mask only
+    # compute only the live features in training where the layers allow it (same model, faster); False: zero them
+    live_weights: bool = True
 
     def validate(self) -> None:
         bad = [k for k in list(self.kappa_min) + list(self.target) if not 0 < k <= 1]
@@ -85,7 +89,9 @@ class NoiseInjectionController(WidthController):
         self.kappa = nn.ParameterDict({g: nn.Parameter(torch.tensor(start[g])) for g in groups})
         self._kappa_values = {g: float(k.detach()) for g, k in self.kappa.items()}  # last read, see `kappa_value`
         self._noise: dict[str, torch.Tensor] = {}  # this forward pass's boundary noise per slot
-        self._mix: dict[tuple[str, int], tuple] = {}  # this forward pass's mix coefficients per slot
+        self._mix: dict[str, tuple] = {}  # this forward pass's mix coefficients per slot
+        self._live: dict[tuple[str, bool], int | None] = {}  # this forward pass's live feature counts
+        self.slices_weights = config.live_weights
 
     @property
     def cost_weight(self) -> float:
@@ -121,6 +127,7 @@ class NoiseInjectionController(WidthController):
         """A fresh noise draw and fresh coefficients (kappa has moved) for each forward pass."""
         self._noise.clear()
         self._mix.clear()
+        self._live.clear()
 
     def width_parameters(self) -> list[nn.Parameter]:
         return list(self.kappa.values())
@@ -134,10 +141,23 @@ class NoiseInjectionController(WidthController):
     def eval_width(self, slot: str) -> int:
         return max(1, min(self.full[slot], round(self.kappa_value(slot) * self.full[slot])))
 
-    def present(self, slot: str, training: bool) -> torch.Tensor | None:
+    def floor_width(self, slot: str) -> int:
+        """k = floor(K), from the host copy of kappa: the float32 product, rounded as on the device."""
         n = self.full[slot]
-        count = min(n, math.floor(self.kappa_value(slot) * n) + 1) if training else self.eval_width(slot)
-        return None if count >= n else torch.arange(n, device=self.kappa_of(slot).device) < count
+        return min(math.floor(np.float32(self.kappa_value(slot)) * np.float32(n)), n)
+
+    def present(self, slot: str, training: bool) -> torch.Tensor | None:
+        count = self.live_count(slot, training)
+        return None if count is None else torch.arange(self.full[slot], device=self.kappa_of(slot).device) < count
+
+    def live_count(self, slot: str, training: bool) -> int | None:
+        """Training: the first k features and the boundary one; evaluation: round(K). None: all."""
+        key = (slot, training)
+        if key not in self._live:
+            n = self.full[slot]
+            count = min(n, self.floor_width(slot) + 1) if training else self.eval_width(slot)
+            self._live[key] = None if count >= n else count
+        return self._live[key]
 
     def boundary_noise(self, boundary: torch.Tensor, mask) -> torch.Tensor | None:
         """Unit noise for the boundary feature at `mask` (None: pass it unmixed). The slot's
@@ -154,7 +174,7 @@ class NoiseInjectionController(WidthController):
         return drawn.movedim(-1, mask.dim)
 
     def transform(self, x: torch.Tensor, mask) -> torch.Tensor:
-        n = x.shape[mask.dim]
+        n = x.shape[mask.dim]  # the slot's width, or its live count where its weights are sliced
         if not mask.training:
             keep = self.eval_width(mask.slot)
             return (
@@ -164,7 +184,7 @@ class NoiseInjectionController(WidthController):
                     [x.narrow(mask.dim, 0, keep), torch.zeros_like(x.narrow(mask.dim, keep, n - keep))], mask.dim
                 )
             )
-        k, a, b = self.mix_coefficients(mask.slot, n)
+        k, a, b = self.mix_coefficients(mask.slot)
         if k >= n:
             return x
         boundary = x.narrow(mask.dim, k, 1)
@@ -175,18 +195,17 @@ class NoiseInjectionController(WidthController):
         # scaled by the feature's std) and zeroes the rest; its backward is one multiply.
         return BoundaryMix.apply(x, a, b, noise, k, mask.dim)
 
-    def mix_coefficients(self, slot: str, n: int) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:
-        """This pass's k = floor(K) and the mix's sqrt(lam), sqrt(1 - lam) for a slot of n
-        features, computed at its first mask and reused at the others (fewer small operations)."""
-        cached = self._mix.get((slot, n))
+    def mix_coefficients(self, slot: str) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:
+        """This pass's k = floor(K) and the mix's sqrt(lam), sqrt(1 - lam) for `slot`, computed
+        at its first mask and reused at the others (fewer small operations)."""
+        cached = self._mix.get(slot)
         if cached is None:
-            # floor(K), from the host copy of kappa: the float32 product, rounded as on the device
-            k = min(math.floor(np.float32(self.kappa_value(slot)) * np.float32(n)), n)
+            n, k = self.full[slot], self.floor_width(slot)
             a = b = None
             if k < n:
                 lam = (self.kappa_of(slot) * n - k).clamp(_LAM_EPS, 1 - _LAM_EPS)
                 a, b = lam.sqrt(), (1 - lam).sqrt()
-            cached = self._mix[(slot, n)] = (k, a, b)
+            cached = self._mix[slot] = (k, a, b)
         return cached
 
     def after_step(self, model: nn.Module, step: int) -> None:

@@ -20,6 +20,7 @@ from bench.hooks import TrainingHooks
 from methods.base import Candidate, Method, RunContext
 from methods.dynamic.flops_model import FlopsModel
 from methods.dynamic.layout import consolidate, mask_weights, slot_layout, unmask_weights
+from methods.dynamic.live_weights import slice_weights, sliceable_slots
 from methods.dynamic.presets import preset_slots
 from tasks.base import width_masks
 
@@ -40,6 +41,9 @@ class WidthController(TrainingHooks):
     """
 
     span = 1.0  # range a width parameter has to be able to cross (kappa: 0..1)
+    # Whether `live_count` says which leading features a pass computes, so that the slots'
+    # weights can be narrowed to them (methods/dynamic/live_weights.py).
+    slices_weights = False
 
     def __init__(
         self, task, slots: list[str], flops: FlopsModel, config: Any, target: float | None = None, steps: int = 120
@@ -49,6 +53,7 @@ class WidthController(TrainingHooks):
         self.full = task.width_slots()
         self.trajectory: dict[str, list[list[float]]] = {s: [] for s in slots}
         self.record_every = 1
+        self.sliced: list[str] = []  # slots computed at their live width only (`bind`)
 
     # Subclasses implement these five.
     def width_parameters(self) -> list[nn.Parameter]:
@@ -72,6 +77,11 @@ class WidthController(TrainingHooks):
         """Current continuous widths (differentiable): input to the FLOP cost."""
         raise NotImplementedError
 
+    def live_count(self, slot: str, training: bool) -> int | None:
+        """How many leading features of `slot` a pass computes (None: all); only asked
+        where `slices_weights` is set."""
+        return None
+
     # Shared behaviour.
     @property
     def device(self) -> torch.device:
@@ -91,7 +101,11 @@ class WidthController(TrainingHooks):
             for mask in masks[slot]:
                 mask.transform = self.transform
         self.model = model
-        mask_weights(model, slot_layout(self.task, self.slots), lambda slot: self.present(slot, model.training))
+        layout = slot_layout(self.task, self.slots)
+        mask_weights(model, layout, lambda slot: self.present(slot, model.training))
+        if self.slices_weights:
+            self.sliced = sliceable_slots(self.task, layout, self.slots)
+            slice_weights(model, layout, self.sliced, lambda slot: self.live_count(slot, model.training))
 
     @property
     def width_lr(self) -> float:
@@ -224,6 +238,7 @@ class DynamicWidthMethod(Method):
                 "predicted_flops": float(flops({s: len(keep[s]) for s in slots})),
                 "predicted_ratio": float(flops.ratio({s: len(keep[s]) for s in slots})),
                 "width_lr": controller.width_lr,
+                "live_weight_slots": controller.sliced,
                 "final_train_loss": report.final_loss,
                 "loss_curve": report.loss_curve,
                 **controller.summary(),
