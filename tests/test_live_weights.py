@@ -45,17 +45,31 @@ class _Flip(nn.Module):
         return x.flip(-1)  # which weight reads a feature depends on the width
 
 
-class _FlippedSynthetic(SyntheticTask):
+class _FixedRows(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.width = width
+
+    def forward(self, x):
+        return x.reshape(-1, self.width)  # a size fixed when the model was built
+
+
+class _WidthOutsideWeights(SyntheticTask):
+    def __init__(self, layer):
+        super().__init__(scale="smoke")
+        self.layer = layer
+
     def build_model(self, widths=None):
         w = self.resolve_widths(widths)["hidden"]
         c = self.config
         return nn.Sequential(
-            nn.Linear(c.in_features, w), nn.Tanh(), WidthMask("hidden"), _Flip(), nn.Linear(w, c.out_features)
+            nn.Linear(c.in_features, w), nn.Tanh(), WidthMask("hidden"), self.layer(w), nn.Linear(w, c.out_features)
         )
 
 
-def test_a_width_the_weights_do_not_carry_keeps_the_slot_masked_and_training_right():
-    task = _FlippedSynthetic(scale="smoke")
+@pytest.mark.parametrize("layer", [lambda w: _Flip(), _FixedRows], ids=["flip", "fixed-reshape"])
+def test_a_width_the_weights_do_not_carry_keeps_the_slot_masked_and_training_right(layer):
+    task = _WidthOutsideWeights(layer)
     controller = _controller(task)
     model = task.build_model()
     controller.bind(model)
