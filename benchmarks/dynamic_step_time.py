@@ -24,9 +24,14 @@ from methods.dynamic.flops_model import FlopsModel
 from methods.noise_injection import NoiseInjectionConfig, NoiseInjectionController
 
 
-def step_seconds(task, model, hooks, batches, steps: int) -> float:
+def step_seconds(task, model, hooks, batches, steps: int, kappa: float | None = None) -> float:
+    """Seconds per training step as the training loop takes it (the recipe's optimiser
+    settings and gradient clipping). `kappa`: every width parameter is set back to it after
+    each step, so that the step is timed at one width (left to learn, the width parameters
+    would walk to their bound within a few dozen steps)."""
+    recipe = task.recipe()
     params = hooks.parameters(model) if hooks else model.parameters()
-    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     model.train()
     start = time.perf_counter()
     for _ in range(steps):
@@ -35,9 +40,14 @@ def step_seconds(task, model, hooks, batches, steps: int) -> float:
             loss = loss + hooks.extra_loss(model, 0)
         optimizer.zero_grad()
         loss.backward()
+        if recipe.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
         optimizer.step()
         if hooks:
             hooks.after_step(model, 0)
+            with torch.no_grad():
+                for width in hooks.width_parameters():
+                    width.fill_(kappa)
     return (time.perf_counter() - start) / steps
 
 
@@ -47,6 +57,7 @@ def main() -> None:
     parser.add_argument("--scale", default="small", help="the task's data and recipe scale (batch size)")
     parser.add_argument("--steps", type=int, default=30, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--kappa", type=float, default=0.6, help="every slot's kappa (width as a share of full)")
     parser.add_argument("--set", dest="settings", nargs="*", default=[], help="task settings, e.g. model=transformer")
     parser.add_argument("--slot-noise", default=NoiseInjectionConfig().slot_noise, help="shared, each or first")
     parser.add_argument(
@@ -86,19 +97,21 @@ def main() -> None:
         )
         with torch.no_grad():
             for kappa in controller.kappa.values():
-                kappa.fill_(0.6)  # a boundary inside every slot: the mixing path is exercised
+                kappa.fill_(args.kappa)  # a boundary inside every slot: the mixing path is exercised
         controller.bind(dynamic)
         step_seconds(task, dense, None, batches, 3)  # warm-up
-        step_seconds(task, dynamic, controller, batches, 3)
+        step_seconds(task, dynamic, controller, batches, 3, args.kappa)
         times = {"dense": [], "dynamic": []}
         for _ in range(args.rounds):
             times["dense"].append(step_seconds(task, dense, None, batches, args.steps))
-            times["dynamic"].append(step_seconds(task, dynamic, controller, batches, args.steps))
+            times["dynamic"].append(step_seconds(task, dynamic, controller, batches, args.steps, args.kappa))
+        widths = {s: controller.floor_width(s) + 1 for s in slots}
         d, n = statistics.median(times["dense"]), statistics.median(times["dynamic"])
-        label = f"{name} {overrides or ''} slot_noise={args.slot_noise} live_weights={args.live_weights}"
+        label = f"{name} {overrides or ''} kappa={args.kappa} slot_noise={args.slot_noise}"
+        label += f" live_weights={args.live_weights}"
         print(
             f"{label}: dense {d * 1e3:.2f} ms/step, dynamic {n * 1e3:.2f} ms/step, ratio {n / d:.2f}x "
-            f"(goal <= 1.3x); narrowed slots {controller.sliced}"
+            f"(goal <= 1.3x); live features {widths}, narrowed slots {controller.sliced}"
         )
 
 
