@@ -84,15 +84,18 @@ def test_a_width_the_weights_do_not_carry_keeps_the_slot_masked_and_training_rig
 def _trained(live_weights: bool):
     torch.manual_seed(0)
     task = make_task("antispoof", {})
-    controller = _controller(task, live_weights=live_weights, kappa_init=0.6)
+    controller = _controller(task, live_weights=live_weights, kappa_init=0.4)
     model = task.build_model()
     controller.bind(model)
     report = train(task, model, seed=0, hooks=controller, progress=False)
     keep = controller.keep()
     unmask_weights(model)
     small, _ = consolidate(task, model, keep)
+    # Batch statistics: the running ones of a feature that was dead for a while differ by
+    # design (not updated while narrowed away); every weight must agree.
+    small.train()
     with torch.no_grad():
-        out = small(task.example_input())
+        out = small(0.1 * torch.randn(3, 16000, generator=torch.Generator().manual_seed(1)))
     return report, controller, out
 
 

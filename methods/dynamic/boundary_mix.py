@@ -5,8 +5,9 @@ Along `dim`, features 1..k pass unchanged, feature k+1 becomes `a * x + b * sigm
 zero. Written with plain tensor operations, autograd makes five passes over the
 whole activation per mask: the forward multiply; in the backward, the clone behind the
 in-place boundary write, the multiply, and the zero-filled gradient of the boundary slice
-plus its accumulation. Here the backward is one multiply: on the ResNet, with up to 12
-masks per stage, that is most of what the dynamic step costs beyond the dense one.
+plus its accumulation. Here the backward is one multiply (a copy where nothing follows
+the boundary feature): on the ResNet, with up to 12 masks per stage, the masks are most
+of what the dynamic step costs beyond the dense one.
 The keep vector is broadcast rather than slices concatenated, so the output keeps the
 input's memory layout (channels-last convolutions stay fast).
 """
@@ -15,14 +16,32 @@ from __future__ import annotations
 
 import torch
 
+_KEEP: dict[tuple, torch.Tensor] = {}
 
-def _keep_vector(x: torch.Tensor, k: int, dim: int, boundary: torch.Tensor | float) -> torch.Tensor:
-    """Ones for the first k features, `boundary` for feature k+1, zeros after; shaped to broadcast along `dim`."""
-    n = x.shape[dim]
-    shape = [1] * x.dim()
-    shape[dim] = n
-    middle = torch.as_tensor(boundary, dtype=x.dtype, device=x.device).reshape(1)
-    return torch.cat([x.new_ones(k), middle, x.new_zeros(n - k - 1)]).view(shape)
+
+def _keep_vector(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
+    """Ones for the first k features, zeros after, shaped to broadcast along `dim`. Cached:
+    a pass asks for the same few vectors at every mask."""
+    dim %= x.dim()
+    key = (x.shape[dim], k, dim, x.dim(), x.dtype, x.device)
+    keep = _KEEP.get(key)
+    if keep is None:
+        if len(_KEEP) > 4096:  # widths seen over a long run; rebuilding is cheap
+            _KEEP.clear()
+        shape = [1] * x.dim()
+        shape[dim] = x.shape[dim]
+        keep = _KEEP[key] = (torch.arange(x.shape[dim], device=x.device) < k).to(x.dtype).view(shape)
+    return keep
+
+
+def _kept(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
+    """A copy of `x` with the features after the first k zeroed; the boundary feature (k+1)
+    is left for the caller to overwrite. With nothing after it (the slot's weights narrowed
+    to the live features) a plain copy: a broadcast multiply over an odd channel count in
+    the channels-last layout is not vectorised and cost twice the copy."""
+    if k + 1 == x.shape[dim]:
+        return x.clone()
+    return x * _keep_vector(x, k, dim)
 
 
 class BoundaryMix(torch.autograd.Function):
@@ -33,7 +52,7 @@ class BoundaryMix(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, a, b, noise, k: int, dim: int):
         boundary = x.narrow(dim, k, 1)
-        out = x * _keep_vector(x, k, dim, 0.0)
+        out = _kept(x, k, dim)
         mixed = a.to(x.dtype) * boundary
         if noise is not None:
             precise = boundary.to(torch.promote_types(x.dtype, torch.float32))  # no std in half precision
@@ -52,7 +71,8 @@ class BoundaryMix(torch.autograd.Function):
         grad_boundary = grad.narrow(dim, k, 1)
         grad_x = grad_a = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = grad * _keep_vector(grad, k, dim, a.detach())
+            grad_x = _kept(grad, k, dim)
+            grad_x.narrow(dim, k, 1).copy_(grad_boundary * a.detach().to(grad.dtype))
         if ctx.needs_input_grad[1]:
             grad_a = (grad_boundary * boundary).sum().to(a.dtype).reshape(a.shape)
         if ctx.needs_input_grad[2] and noise is not None:

@@ -36,6 +36,11 @@ from tasks.base import width_masks
 SLICEABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)
 
 LiveCount = Callable[[str], "int | None"]  # slot -> number of leading features computed (None: all)
+# A slot is narrowed only while at most this share of its features is live. Nearer full
+# width, narrowing saved less than it cost on the ResNet (odd channel counts in the
+# channels-last layout lose the vectorisation of batch norms and elementwise passes), and
+# the masks over every feature were as fast or faster (docs/method.md).
+NARROW_SHARE = 0.6
 
 
 class _LiveSlice(nn.Module):
@@ -49,7 +54,7 @@ class _LiveSlice(nn.Module):
         sliced = tensor
         for d in self.dims:
             count = self.live(d.slot)
-            if count is not None and count < sliced.shape[d.dim]:
+            if count is not None and count <= NARROW_SHARE * sliced.shape[d.dim]:
                 sliced = sliced.narrow(d.dim, 0, count)
         if sliced is tensor or sliced.dim() != 4 or not tensor.is_contiguous(memory_format=torch.channels_last):
             return sliced
