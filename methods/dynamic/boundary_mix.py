@@ -16,22 +16,12 @@ from __future__ import annotations
 
 import torch
 
-_KEEP: dict[tuple, torch.Tensor] = {}
-
 
 def _keep_vector(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
-    """Ones for the first k features, zeros after, shaped to broadcast along `dim`. Cached:
-    a pass asks for the same few vectors at every mask."""
-    dim %= x.dim()
-    key = (x.shape[dim], k, dim, x.dim(), x.dtype, x.device)
-    keep = _KEEP.get(key)
-    if keep is None:
-        if len(_KEEP) > 4096:  # widths seen over a long run; rebuilding is cheap
-            _KEEP.clear()
-        shape = [1] * x.dim()
-        shape[dim] = x.shape[dim]
-        keep = _KEEP[key] = (torch.arange(x.shape[dim], device=x.device) < k).to(x.dtype).view(shape)
-    return keep
+    """Ones for the first k features, zeros after, shaped to broadcast along `dim`."""
+    shape = [1] * x.dim()
+    shape[dim] = x.shape[dim]
+    return (torch.arange(x.shape[dim], device=x.device) < k).to(x.dtype).view(shape)
 
 
 def _kept(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
