@@ -105,7 +105,7 @@ def main() -> None:
         for _ in range(args.rounds):
             times["dense"].append(step_seconds(task, dense, None, batches, args.steps))
             times["dynamic"].append(step_seconds(task, dynamic, controller, batches, args.steps, args.kappa))
-        widths = {s: controller.floor_width(s) + 1 for s in slots}
+        widths = {s: controller.live_count(s, True) or controller.full[s] for s in slots}
         d, n = statistics.median(times["dense"]), statistics.median(times["dynamic"])
         label = f"{name} {overrides or ''} kappa={args.kappa} slot_noise={args.slot_noise}"
         label += f" live_weights={args.live_weights}"

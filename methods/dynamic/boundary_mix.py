@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 
-def _keep_vector(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
+def keep_vector(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
     """Ones for the first k features, zeros after, shaped to broadcast along `dim`."""
     shape = [1] * x.dim()
     shape[dim] = x.shape[dim]
@@ -28,10 +28,10 @@ def _kept(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
     """A copy of `x` with the features after the first k zeroed; the boundary feature (k+1)
     is left for the caller to overwrite. With nothing after it (the slot's weights narrowed
     to the live features) a plain copy: a broadcast multiply over an odd channel count in
-    the channels-last layout is not vectorised and cost twice the copy."""
+    the channels-last layout is not vectorised."""
     if k + 1 == x.shape[dim]:
         return x.clone()
-    return x * _keep_vector(x, k, dim)
+    return x * keep_vector(x, k, dim)
 
 
 class BoundaryMix(torch.autograd.Function):

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from methods.dynamic.boundary_mix import keep_vector
 from methods.dynamic.layout import SlotDim
 from tasks.base import width_masks
 
@@ -119,14 +120,9 @@ def _agrees(task, layout: dict[str, list[SlotDim]], slot: str) -> bool:
     example = task.example_input()
     example = example if isinstance(example, tuple) else (example,)
 
-    def zero_dead(x: torch.Tensor, mask) -> torch.Tensor:
-        shape = [1] * x.dim()
-        shape[mask.dim] = x.shape[mask.dim]
-        return x * (torch.arange(x.shape[mask.dim], device=x.device) < count).to(x.dtype).view(shape)
-
     masks = width_masks(model)[slot]
     for mask in masks:
-        mask.transform = zero_dead
+        mask.transform = lambda x, mask: x * keep_vector(x, count, mask.dim)
     with torch.no_grad():
         reference = _outputs(model(*example))
         for mask in masks:
