@@ -91,6 +91,10 @@ def _round(specs, pending, store, jobs, threads, outcomes, bar) -> tuple[list[in
 def _after_a_death(specs, pending, store, outcomes, deaths, culprits: dict[int, int], bar) -> None:
     """The runs of a dead worker are retried once, then stored as failed. The runs that the
     pool's other workers had started are retried without counting."""
+    for i in pending:  # finished by a worker before the pool broke; its result was lost with the pool
+        if i not in outcomes and store.run_status(specs[i].run_key) == "ok":
+            outcomes[i] = RunOutcome(specs[i], "done", store.rows(run_key=specs[i].run_key))
+            bar.finished(outcomes[i])
     running = store.dead_claims()
     for i in pending:
         spec = specs[i]

@@ -141,6 +141,45 @@ def test_a_dead_worker_is_retried_once_then_its_run_fails_with_the_reason(store_
     assert store.run_status(failed["run_key"].replace("seed1", "seed0")) == "ok"
 
 
+def test_a_run_finished_just_before_the_pool_broke_counts_as_done(store_path, monkeypatch):
+    """A worker can store its run as ok and the pool break before its result comes back."""
+    import concurrent.futures
+    from concurrent.futures.process import BrokenProcessPool
+
+    from bench.planning import plan_runs
+    from bench.runner import RunOutcome
+    from bench.workers import run_parallel
+
+    store = ResultStore(store_path)
+    specs = plan_runs(["synthetic"], ["baseline"], seeds=[0, 1], scale="smoke")
+    rounds = []
+
+    class BreaksOnce:
+        def __init__(self, *args, **kwargs):
+            rounds.append([])
+
+        def submit(self, fn, spec):
+            rounds[-1].append(spec.seed)
+            future = concurrent.futures.Future()
+            if len(rounds) == 1:  # seed 0 finishes, then the pool breaks under both runs
+                if spec.seed == 0:
+                    store.start_run(spec.run_key, spec.task, spec.method, spec.config_hash, spec.seed)
+                    store.finish_run(spec.run_key, [], "ok", None, 1.0)
+                future.set_exception(BrokenProcessPool("a worker died"))
+            else:
+                status = "skipped" if store.run_status(spec.run_key) == "ok" else "done"
+                future.set_result(RunOutcome(spec, status, []))
+            return future
+
+        def shutdown(self, *args, **kwargs):
+            pass
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", BreaksOnce)
+    outcomes = run_parallel(specs, store, progress=False, jobs=2, threads=1)
+    assert rounds == [[0, 1], [1]]  # the finished run is not handed out again
+    assert [o.status for o in outcomes] == ["done", "done"]
+
+
 def _children(pid: int) -> set[int]:
     out = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
