@@ -174,6 +174,13 @@ class NoiseInjectionController(WidthController):
         return drawn.movedim(-1, mask.dim)
 
     def transform(self, x: torch.Tensor, mask) -> torch.Tensor:
+        return self._transform(x, mask, relu=False)
+
+    def relu_transform(self, x: torch.Tensor, mask) -> torch.Tensor:
+        """`transform` of `relu(x)`, in one pass over the activation in training."""
+        return self._transform(x, mask, relu=True) if mask.training else self.transform(torch.relu(x), mask)
+
+    def _transform(self, x: torch.Tensor, mask, relu: bool) -> torch.Tensor:
         n = x.shape[mask.dim]  # the slot's width, or its live count where its weights are sliced
         if not mask.training:
             keep = self.eval_width(mask.slot)
@@ -186,14 +193,14 @@ class NoiseInjectionController(WidthController):
             )
         k, a, b = self.mix_coefficients(mask.slot)
         if k >= n:
-            return x
+            return torch.relu(x) if relu else x
         boundary = x.narrow(mask.dim, k, 1)
         noise = self.boundary_noise(boundary, mask)
         if noise is None:  # pass the boundary feature unmixed
-            return BoundaryMix.apply(x, x.new_ones(()), x.new_zeros(()), None, k, mask.dim)
+            return BoundaryMix.apply(x, x.new_ones(()), x.new_zeros(()), None, k, mask.dim, relu)
         # One autograd function keeps the first k features, mixes the boundary one (its noise
         # scaled by the feature's std) and zeroes the rest; its backward is one multiply.
-        return BoundaryMix.apply(x, a, b, noise, k, mask.dim)
+        return BoundaryMix.apply(x, a, b, noise, k, mask.dim, relu)
 
     def mix_coefficients(self, slot: str) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:
         """This pass's k = floor(K) and the mix's sqrt(lam), sqrt(1 - lam) for `slot`, computed

@@ -28,18 +28,27 @@ class WidthMask(nn.Module):
     mask, gate or add noise to those features. Put a mask where consumers read the
     features (after the activation), so zeroing a feature is the same as removing it; all
     masks of one slot share its width (e.g. every block output of a residual stage).
+
+    `relu=True`: the mask applies the ReLU before it, so that a width learner can do both
+    in one pass over the activation (`relu_transform(x, mask)`, given the features before
+    the ReLU); otherwise `transform` gets the ReLU's output.
     """
 
-    def __init__(self, slot: str, dim: int = -1):
+    def __init__(self, slot: str, dim: int = -1, relu: bool = False):
         super().__init__()
-        self.slot, self.dim = slot, dim
+        self.slot, self.dim, self.relu = slot, dim, relu
         self.transform: Callable[[torch.Tensor, WidthMask], torch.Tensor] | None = None
+        self.relu_transform: Callable[[torch.Tensor, WidthMask], torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.relu:
+            if self.relu_transform is not None:
+                return self.relu_transform(x, self)
+            x = torch.relu(x)
         return x if self.transform is None else self.transform(x, self)
 
     def extra_repr(self) -> str:
-        return f"slot={self.slot!r}, dim={self.dim}"
+        return f"slot={self.slot!r}, dim={self.dim}" + (", relu=True" if self.relu else "")
 
 
 def width_masks(model: nn.Module) -> dict[str, list[WidthMask]]:

@@ -11,6 +11,7 @@ from bench.training import SCHEDULES
 from methods.dynamic.boundary_mix import BoundaryMix
 from methods.dynamic.flops_model import FlopsModel
 from methods.dynamic.layout import consolidate, unmask_weights
+from methods.dynamic.live_weights import NARROW_SHARE
 from methods.dynamic.presets import preset_slots
 from methods.noise_injection import NoiseInjection, NoiseInjectionConfig, NoiseInjectionController
 from methods.stochastic_gates import GateController, StochasticGatesConfig
@@ -92,9 +93,10 @@ def _mask_by_plain_operations(x, a, b, noise, k, dim):
     return out
 
 
+@pytest.mark.parametrize("relu", [False, True], ids=["mask", "relu-and-mask"])
 @pytest.mark.parametrize("boundary_last", [False, True], ids=["features-after", "narrowed"])
 @pytest.mark.parametrize("shape,dim", [((3, 6, 4, 5), 1), ((2, 7, 6), -1), ((2, 7, 6), 1)])
-def test_the_training_mask_function_matches_autograd_on_plain_operations(shape, dim, boundary_last):
+def test_the_training_mask_function_matches_autograd_on_plain_operations(shape, dim, boundary_last, relu):
     torch.manual_seed(0)
     x = torch.randn(*shape, dtype=torch.double)
     if x.dim() == 4:
@@ -103,11 +105,14 @@ def test_the_training_mask_function_matches_autograd_on_plain_operations(shape, 
     noise = torch.randn(x.narrow(dim, k, 1).shape, dtype=torch.double)
     weights = torch.randn(shape, dtype=torch.double)
     results = []
-    for mask in (BoundaryMix.apply, _mask_by_plain_operations):
+    assert (x.narrow(dim, k, 1) < 0).any() and (x.narrow(dim, k, 1) > 0).any()  # both sides of the ReLU
+    mine = lambda xs, a, b: BoundaryMix.apply(xs, a, b, noise, k, dim, relu)  # noqa: E731
+    plain = lambda xs, a, b: _mask_by_plain_operations(torch.relu(xs) if relu else xs, a, b, noise, k, dim)  # noqa: E731
+    for mask in (mine, plain):
         xs = x.clone().requires_grad_()
         a = torch.tensor(0.7, dtype=torch.double, requires_grad=True)
         b = torch.tensor(0.4, dtype=torch.double, requires_grad=True)
-        out = mask(xs, a, b, noise, k, dim)
+        out = mask(xs, a, b)
         (out * weights).sum().backward()
         results.append((out.detach(), xs.grad, a.grad, b.grad))
     for mine, plain in zip(*results):
@@ -116,10 +121,42 @@ def test_the_training_mask_function_matches_autograd_on_plain_operations(shape, 
     if x.dim() == 4:  # channels-last convolutions stay fast
         assert results[0][0].is_contiguous(memory_format=torch.channels_last)
     unmixed = torch.autograd.gradcheck(
-        lambda xs, a: BoundaryMix.apply(xs, a, torch.zeros((), dtype=torch.double), None, k, dim),
+        lambda xs, a: BoundaryMix.apply(xs, a, torch.zeros((), dtype=torch.double), None, k, dim, relu),
         (x.clone().requires_grad_(), torch.tensor(0.7, dtype=torch.double, requires_grad=True)),
     )
     assert unmixed
+
+
+def test_masks_that_apply_the_relu_train_the_resnet_as_a_relu_then_the_mask_would():
+    """The ResNet's masks apply its ReLUs; noise injection does both in one function."""
+    task = make_task("antispoof", {})
+    slots = list(task.width_slots())
+    wave = 0.1 * torch.randn(3, 16000, generator=torch.Generator().manual_seed(1))
+    results = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        model = task.build_model()
+        config = NoiseInjectionConfig(kappa_init=0.8)  # above the narrowing share: dead features zeroed
+        controller = NoiseInjectionController(task, slots, FlopsModel(task, slots), config, target=0.25)
+        controller.bind(model)
+        masks = [m for ms in width_masks(model).values() for m in ms]
+        assert all(m.relu and m.relu_transform is not None for m in masks)
+        live = {s: controller.live_count(s, True) / controller.full[s] for s in slots}
+        assert all(NARROW_SHARE < share < 1 for share in live.values()), live  # masked, with dead features
+        if not fused:
+            for mask in masks:
+                mask.relu_transform = None  # the ReLU, then `transform`
+        model.train()
+        torch.manual_seed(1)
+        out = model(wave)
+        (out * torch.arange(1.0, 4.0)).sum().backward()
+        grads = [p.grad.clone() for p in model.parameters()] + [k.grad.clone() for k in controller.kappa.values()]
+        results.append((out.detach(), grads))
+    (fused_out, fused_grads), (plain_out, plain_grads) = results
+    assert torch.allclose(fused_out, plain_out, rtol=1e-5, atol=1e-6)
+    assert len(fused_grads) == len(plain_grads)
+    for mine, plain in zip(fused_grads, plain_grads):
+        assert torch.allclose(mine, plain, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -69,6 +69,10 @@ class WidthController(TrainingHooks):
         """What a slot's `WidthMask` does to its features (training and evaluation)."""
         raise NotImplementedError
 
+    # Optional: `transform` of `relu(x)` in fewer passes, for masks that apply a ReLU (None:
+    # the mask applies the ReLU, then `transform`).
+    relu_transform = None
+
     def present(self, slot: str, training: bool) -> torch.Tensor | None:
         """Bool mask of the features that exist now (None: all)."""
         raise NotImplementedError
@@ -99,7 +103,7 @@ class WidthController(TrainingHooks):
         masks = width_masks(model)
         for slot in self.slots:
             for mask in masks[slot]:
-                mask.transform = self.transform
+                mask.transform, mask.relu_transform = self.transform, self.relu_transform
         self.model = model
         layout = slot_layout(self.task, self.slots)
         mask_weights(model, layout, lambda slot: self.present(slot, model.training))

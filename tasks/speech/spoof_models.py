@@ -34,7 +34,7 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(cout)
-        self.mask1 = WidthMask(slot, dim=1)
+        self.mask1 = WidthMask(slot, dim=1, relu=True)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         nn.init.zeros_(self.bn2.weight)  # the block starts as its shortcut
@@ -43,11 +43,11 @@ class BasicBlock(nn.Module):
             if stride != 1 or cin != cout
             else nn.Identity()
         )
-        self.mask2 = WidthMask(slot, dim=1)
+        self.mask2 = WidthMask(slot, dim=1, relu=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.mask1(torch.relu(self.bn1(self.conv1(x))))
-        return self.mask2(torch.relu(self.bn2(self.conv2(h)) + self.shortcut(x)))
+        h = self.mask1(self.bn1(self.conv1(x)))  # the masks apply the ReLUs
+        return self.mask2(self.bn2(self.conv2(h)) + self.shortcut(x))
 
 
 def front_end(name: str, max_hz: float = 500.0, n_ceps: int = 20) -> nn.Module:
@@ -71,8 +71,7 @@ class ResNetSpoof(nn.Module):
         self.stem = nn.Sequential(
             nn.Conv2d(1, widths[0], 3, 2, 1, bias=False),
             nn.BatchNorm2d(widths[0]),
-            nn.ReLU(),
-            WidthMask("stage1", dim=1),
+            WidthMask("stage1", dim=1, relu=True),
         )
         stages, cin = [], widths[0]
         for i, (n, w) in enumerate(zip(BLOCKS, widths)):
