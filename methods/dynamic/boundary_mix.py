@@ -78,8 +78,9 @@ class BoundaryMix(torch.autograd.Function):
             else:
                 grad_x = _zero_dead(grad.clone(), k, dim)
             grad_x.narrow(dim, k, 1).copy_(grad_mixed)
+        flat = grad_boundary.reshape(-1)  # sums of products as dot products: one operation each
         if ctx.needs_input_grad[1]:
-            grad_a = (grad_boundary * boundary).sum().to(a.dtype).reshape(a.shape)
+            grad_a = torch.dot(flat, boundary.reshape(-1)).to(a.dtype).reshape(a.shape)
         if ctx.needs_input_grad[2] and noise is not None:
-            grad_b = ((grad_boundary * noise).sum() * sigma).to(a.dtype).reshape(a.shape)
+            grad_b = (torch.dot(flat, noise.reshape(-1)) * sigma).to(a.dtype).reshape(a.shape)
         return grad_x, grad_a, grad_b, None, None, None, None
