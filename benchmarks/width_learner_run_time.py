@@ -8,7 +8,7 @@ is set against the mean of those two, so that the machine's drift over minutes h
 sides of a ratio alike; each run is timed by the training loop (`TrainReport.seconds`).
 
     python benchmarks/width_learner_run_time.py [--task antispoof] [--method noise_injection|stochastic_gates]
-        [--rounds 2] [--targets 0.5 0.25 0.125] [--live-weights yes|no|both]
+        [--rounds 2] [--steps N] [--targets 0.5 0.25 0.125] [--live-weights yes|no|both]
 """
 
 from __future__ import annotations
@@ -28,22 +28,22 @@ from methods.noise_injection import NoiseInjectionConfig
 WIDTH_LEARNERS = ("noise_injection", "stochastic_gates")
 
 
-def run_seconds(task, method_name: str, target: float | None, live_weights: bool, seed: int):
+def run_seconds(task, recipe, method_name: str, target: float | None, live_weights: bool, seed: int):
     """Training seconds of one run (dense when `target` is None) and the widths it kept."""
     torch.manual_seed(seed)
     model = task.build_model()
     if target is None:
-        return train(task, model, seed=seed, progress=False).seconds, task.resolve_widths(None)
+        return train(task, model, seed=seed, recipe=recipe, progress=False).seconds, task.resolve_widths(None)
     slots = list(task.width_slots())
     cls = get_method_class(method_name)
     config = replace(cls.Config(), target=[target])
     if hasattr(config, "live_weights"):
         config = replace(config, live_weights=live_weights)
     method = cls(config)
-    controller = method.make_controller(task, slots, FlopsModel(task, slots), target, task.recipe().steps)
+    controller = method.make_controller(task, slots, FlopsModel(task, slots), target, recipe.steps)
     controller.bind(model)
-    controller.record_every = max(1, task.recipe().steps // 100)
-    seconds = train(task, model, seed=seed, hooks=controller, progress=False).seconds
+    controller.record_every = max(1, recipe.steps // 100)
+    seconds = train(task, model, seed=seed, recipe=recipe, hooks=controller, progress=False).seconds
     return seconds, {s: len(i) for s, i in controller.keep().items()}
 
 
@@ -55,6 +55,9 @@ def main() -> None:
     parser.add_argument("--set", dest="settings", nargs="*", default=[], help="task settings, e.g. model=transformer")
     parser.add_argument("--targets", type=float, nargs="+", default=NoiseInjectionConfig().target)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--steps", type=int, help="steps per run instead of the recipe's (the width schedules scale with it)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the main job's default: 1)")
     parser.add_argument(
         "--live-weights",
@@ -67,19 +70,20 @@ def main() -> None:
     cls = get_task_class(args.task)
     overrides = dict(s.split("=", 1) for s in args.settings)
     task = cls(apply_overrides(cls.Config(), overrides, f"task {args.task}"), scale=args.scale)
+    recipe = replace(task.recipe(), steps=args.steps) if args.steps else task.recipe()
     print(
         f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, "
-        f"task {args.task} {overrides or ''} scale {args.scale}, {task.recipe().steps} steps per run"
+        f"task {args.task} {overrides or ''} scale {args.scale}, {recipe.steps} steps per run"
     )
     lives = {"yes": [True], "no": [False], "both": [True, False]}[args.live_weights]
     if args.method != "noise_injection":
         lives = [False]  # the gates compute every feature
     for round_ in range(args.rounds):
-        before, _ = run_seconds(task, args.method, None, True, seed=round_)
+        before, _ = run_seconds(task, recipe, args.method, None, True, seed=round_)
         for target in args.targets:
             for live in lives:
-                seconds, widths = run_seconds(task, args.method, target, live, seed=round_)
-                after, _ = run_seconds(task, args.method, None, True, seed=round_)
+                seconds, widths = run_seconds(task, recipe, args.method, target, live, seed=round_)
+                after, _ = run_seconds(task, recipe, args.method, None, True, seed=round_)
                 print(
                     f"round {round_}: {args.method} target {target} live_weights={'yes' if live else 'no'}: "
                     f"{seconds:.1f} s, "

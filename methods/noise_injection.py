@@ -198,8 +198,8 @@ class NoiseInjectionController(WidthController):
         noise = self.boundary_noise(boundary, mask)
         if noise is None:  # pass the boundary feature unmixed
             return BoundaryMix.apply(x, x.new_ones(()), x.new_zeros(()), None, k, mask.dim, relu)
-        # One autograd function keeps the first k features, mixes the boundary one (its noise
-        # scaled by the feature's std) and zeroes the rest; its backward is one multiply.
+        # One autograd function (after the ReLU if `relu`) keeps the first k features, mixes the
+        # boundary one (its noise scaled by the feature's std) and zeroes the rest.
         return BoundaryMix.apply(x, a, b, noise, k, mask.dim, relu)
 
     def mix_coefficients(self, slot: str) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:

@@ -7,8 +7,9 @@ normalised per band and treated as a one-channel image; the stem (stride 2 in bo
 and each stage's blocks have the stage's channel width, a slot `stage1..stage4`. Every
 block output of a stage (its residual stream) and every block's inner activation are
 masked with the stage's slot, so one width governs the whole stage, as in the paper's
-"channel widths of the residual stages". Global average pooling over time and frequency,
-then a Linear.
+"channel widths of the residual stages". The masks apply the ReLUs before them
+(`relu=True`), so that noise injection does both in one pass. Global average pooling over
+time and frequency, then a Linear.
 
 Two choices for training in a few hundred steps: each block's last BatchNorm starts at
 zero scale, so every block starts as the identity (Goyal et al., 2017); without it the
