@@ -328,10 +328,11 @@ def _headlines(store, task: str | None) -> str:
     """The per-target headline tables, as text."""
     from reports import leaderboard as lb
     from reports import targets as tg
+    from reports.groups import load_frame, make_groups
     from reports.report import convergence_note, headline_title
 
-    df = lb.load_frame(store, [task] if task else None)
-    groups = lb.make_groups(df) if not df.empty else []
+    df = load_frame(store, [task] if task else None)
+    groups = make_groups(df) if not df.empty else []
     checks = lb.convergence(groups)
     out = []
     for g in groups:

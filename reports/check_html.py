@@ -132,7 +132,7 @@ def store_rows(store_location: str, tasks: list[str] | None = None) -> set[tuple
     """(task, model family, method) of every row in the store, a reference beside every
     family of its task: what the leaderboard must list."""
     from bench.store import ResultStore
-    from reports.leaderboard import load_frame
+    from reports.groups import load_frame
 
     df = load_frame(ResultStore(store_location, read_only=True), tasks)
     rows = set(zip(df["task"], df["family"], df["method"]))

@@ -15,14 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 
 from reports import aggregate as agg
-from reports.leaderboard import (
-    LATENCY_RUNTIME,
-    Group,
-    breakdown_table,
-    has_nonzero,
-    offline_seconds,
-    representatives,
-)
+from reports.groups import LATENCY_RUNTIME, Group, has_nonzero, offline_seconds
+from reports.leaderboard import breakdown_table, representatives
 
 DPI = 100
 _COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]

@@ -23,6 +23,7 @@ from reports import aggregate as agg
 from reports import html, plots
 from reports import leaderboard as lb
 from reports import targets as tg
+from reports.groups import LATENCY_RUNTIME, Group, load_frame, make_groups, offline_seconds
 from reports.tables import leaderboard_display, to_markdown
 
 
@@ -33,7 +34,7 @@ class Report:
     out_dir: Path
     html_path: Path
     board: pd.DataFrame
-    groups: list[lb.Group]
+    groups: list[Group]
     figures: list[Path]
 
 
@@ -47,8 +48,8 @@ def build_report(store, out_dir: str | Path | None = None, tasks: Iterable[str] 
     out = Path(out_dir) if out_dir else default_out_dir(store)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    df = lb.load_frame(store, tasks)
-    groups = lb.make_groups(df) if not df.empty else []
+    df = load_frame(store, tasks)
+    groups = make_groups(df) if not df.empty else []
     board = lb.leaderboard(groups)
     colors = plots.method_colors(sorted(set(df["method"])) if not df.empty else [])
 
@@ -125,14 +126,14 @@ def convergence_note(check: dict | None) -> str:
     )
 
 
-def headline_title(g: lb.Group) -> str:
+def headline_title(g: Group) -> str:
     """The heading of a group's headline table: metric, budget and the dense model's error."""
     dense = f"{g.metric_label} {g.dense_error_mean:.4g}" if g.dense_from_baseline else "no dense model run"
     steps = f"{g.budget} training steps per candidate"
     return f"{g.key}: {g.metric_label} at each FLOP/s target ({steps}; dense model: {dense})"
 
 
-def headline_markdown(groups: list[lb.Group], tables: dict[str, pd.DataFrame], checks: dict[str, dict]) -> str:
+def headline_markdown(groups: list[Group], tables: dict[str, pd.DataFrame], checks: dict[str, dict]) -> str:
     """The headline tables as Markdown, one per group that has targets."""
     parts = []
     for g in groups:
@@ -151,7 +152,7 @@ def headline_markdown(groups: list[lb.Group], tables: dict[str, pd.DataFrame], c
     return "\n".join(parts) + "\n" + tg.LEGEND + "\n"
 
 
-def _headline_section(groups: list[lb.Group], tables: dict[str, pd.DataFrame], checks: dict[str, dict]) -> str:
+def _headline_section(groups: list[Group], tables: dict[str, pd.DataFrame], checks: dict[str, dict]) -> str:
     parts = [
         '<h2>At each FLOP/s target</h2><p class="note">Which method gives the lowest error at each FLOP/s target '
         f"(a fraction of the dense model's FLOP/s), for the same training budget. {html.esc(tg.LEGEND)}</p>"
@@ -231,7 +232,7 @@ def _leaderboard_section(board: pd.DataFrame, shown: pd.DataFrame, keys: pd.Data
     )
 
 
-def _group_section(group: lb.Group, pngs: dict[str, bytes | None]) -> str:
+def _group_section(group: Group, pngs: dict[str, bytes | None]) -> str:
     facts = {
         "FLOP/s unit": group.flops_unit or "-",
         "dense model": (
@@ -321,9 +322,9 @@ def _group_section(group: lb.Group, pngs: dict[str, bytes | None]) -> str:
     return "\n".join(parts)
 
 
-def latency_header(group: lb.Group) -> str:
-    seconds = lb.offline_seconds(group.ok)
-    return f"latency ms ({lb.LATENCY_RUNTIME}, {seconds:g} s, 1 thread)" if seconds else "latency ms"
+def latency_header(group: Group) -> str:
+    seconds = offline_seconds(group.ok)
+    return f"latency ms ({LATENCY_RUNTIME}, {seconds:g} s, 1 thread)" if seconds else "latency ms"
 
 
 def _failed_section(failed: pd.DataFrame) -> str:

@@ -59,7 +59,7 @@ def rows_to_json(rows: list[dict[str, Any]]) -> str:
 def rows_to_csv(rows: list[dict[str, Any]]) -> str:
     """CSV with one line per row; nested values (widths, breakdowns, ...) as JSON strings."""
     flat = [{k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in r.items()} for r in rows]
-    from bench.store import RESULT_COLUMNS
+    from bench.store_tables import RESULT_COLUMNS
 
     return pd.DataFrame(flat, columns=RESULT_COLUMNS).to_csv(index=False)
 

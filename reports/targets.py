@@ -20,7 +20,7 @@ import pandas as pd
 
 from bench.targets import TOLERANCE
 from reports import aggregate as agg
-from reports.leaderboard import Group
+from reports.groups import Group
 
 COLUMNS = [
     "group",

@@ -15,6 +15,7 @@ from methods.pruning.stepping import split_budget
 from methods.structured import StructuredConfig
 from reports import leaderboard as lb
 from reports import targets as tg
+from reports.groups import Group, load_frame, make_groups
 
 SMOKE = ["--task", "synthetic", "--scale", "smoke", "--quiet", "--seed", "0"]
 SHRINKING = ["magnitude", "structured", "optuna", "noise_injection", "stochastic_gates"]
@@ -116,7 +117,7 @@ def test_pruning_budget_adds_up_to_the_run_budget(total):
     assert b.pretrain + (cfg.steps - 1) * b.step + b.final == total and min(b.pretrain, b.step, b.final) >= 1
 
 
-def _group(rows: list[dict]) -> lb.Group:
+def _group(rows: list[dict]) -> Group:
     df = pd.DataFrame(rows)
     for col, default in (
         ("status", "ok"),
@@ -131,7 +132,7 @@ def _group(rows: list[dict]) -> lb.Group:
         if col not in df:
             df[col] = default
     df["nonzero_flops"] = df["nonzero_flops"].fillna(df["flops"])
-    return lb.Group(
+    return Group(
         key="t",
         task="t",
         family="",
@@ -192,7 +193,7 @@ def test_scratch_retrains_each_found_shape_from_random_init_with_the_same_budget
     assert all(r["train_steps"] == rows[0]["train_steps"] and r["target_ratio"] is None for r in scratch)
     assert not any(r["info"]["architecture_of"] == "magnitude" for r in scratch)  # magnitude keeps the dense shape
     assert all(r["error"] != r["info"]["source_error"] for r in scratch)  # trained anew, not copied
-    (group,) = lb.make_groups(lb.load_frame(ResultStore(store)))
+    (group,) = make_groups(load_frame(ResultStore(store)))
     control = tg.control_table(group)
     assert set(control["method"]) == set(SHRINKING) - {"magnitude"} and len(control) == len(scratch)
 

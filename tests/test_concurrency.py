@@ -234,7 +234,7 @@ def test_workers_exit_when_the_main_process_is_killed(sig, store_path, tmp_path)
 def _is_running(store, seed):
     import sqlalchemy as sa
 
-    from bench.store import runs
+    from bench.store_tables import runs
 
     with store.engine.connect() as conn:
         query = sa.select(sa.func.count()).where(runs.c.seed == seed, runs.c.status == "running")

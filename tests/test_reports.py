@@ -10,7 +10,7 @@ import pytest
 
 from bench.cli import main
 from bench.store import ResultStore
-from reports import leaderboard as lb
+from reports.groups import load_frame
 from reports.report import build_report
 
 L2, L4, L5 = math.log10(2), math.log10(4), math.log10(5)
@@ -224,7 +224,7 @@ def test_iso_quality_reductions_match_hand_computed(known_store):
 def test_leaderboard_has_one_row_per_task_family_method_with_references_and_failures(known_store):
     store, report = known_store
     board = report.board
-    df = lb.load_frame(store)
+    df = load_frame(store)
     # a reference (run once per task) also shows beside the task's other model families
     expected = set(zip(df["task"], df["family"], df["method"])) | {("vad", "transformer", "webrtcvad")}
     assert sorted(zip(board["task"], board["family"], board["method"])) == sorted(expected)
