@@ -5,10 +5,10 @@ by its masks, so computing them is wasted work. When every weight of a slot live
 layer that reads its width from its weights (Linear, Conv1d/2d without groups, BatchNorm),
 narrowing those weights to the live features makes the layers compute only them: the
 slot's activations shrink to the live width, and a mask mixes the boundary feature
-without zeroing anything. It pays at small widths (anti-spoofing ResNet runs toward a
-quarter or an eighth of the dense FLOP/s: 0.2-0.3x of the dense run's time less than with
-every feature computed); near full width it costs more than it saves (`NARROW_SHARE`;
-docs/method.md).
+without zeroing anything. It pays at small widths (anti-spoofing ResNet steps at a quarter
+of each stage's width, measured in one session: 0.92-0.96x the dense step narrowed,
+1.19-1.30x with every feature computed); near full width it costs more than it saves
+(`NARROW_SHARE`; docs/method.md has the measurements).
 
 This changes nothing the model computes, up to rounding: a zeroed feature's consumers
 read zeros, and the weights that read or write it get zero gradients either way (their
