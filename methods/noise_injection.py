@@ -178,11 +178,12 @@ class NoiseInjectionController(WidthController):
 
     def relu_transform(self, x: torch.Tensor, mask) -> torch.Tensor:
         """`transform` of `relu(x)`, in one pass over the activation in training."""
-        return self._transform(x, mask, relu=True) if mask.training else self.transform(torch.relu(x), mask)
+        return self._transform(x, mask, relu=True)
 
     def _transform(self, x: torch.Tensor, mask, relu: bool) -> torch.Tensor:
         n = x.shape[mask.dim]  # the slot's width, or its live count where its weights are sliced
         if not mask.training:
+            x = torch.relu(x) if relu else x
             keep = self.eval_width(mask.slot)
             return (
                 x

@@ -1,10 +1,6 @@
-"""Leaderboard tables from stored rows: per (task, model family) and method, the figures of
-`reports.aggregate` per seed, then their mean and 95 % t-interval over seeds.
-
-Input is the store's `results` table as a DataFrame (reports read stored
-results, never live objects). The dense model of a group is the row its method marked
-`info["dense"]`; where a group has none (e.g. a store of one method), the largest ok candidate
-of each seed stands in for it, and the leaderboard says so.
+"""Leaderboard tables from stored rows: per group (`reports.groups`: a task and model family)
+and method, the figures of `reports.aggregate` per seed, then their mean and 95 % t-interval
+over seeds. Where a group's dense model is a stand-in, the leaderboard says so.
 """
 
 from __future__ import annotations
