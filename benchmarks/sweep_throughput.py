@@ -251,8 +251,8 @@ def main() -> None:
     )
     if disturbed and _autogroup():
         print(
-            "  (the kernel shares CPU fairly between sessions (autogroup): while other sessions are busy, "
-            "this one gets no more CPU with 2 workers than with 1)"
+            "  (the kernel shares CPU fairly between process sessions (autogroup): while other process sessions "
+            "are busy, this benchmark gets no more CPU with 2 workers than with 1)"
         )
     print(
         "throughput ratio (serial / sweep), goal >= 1.6x: end to end (incl. starting Ray) "
